@@ -1,0 +1,134 @@
+"""Assemble the families, solve, and turn the solution into a ``Schedule``.
+
+Charge/discharge exclusivity (mode 'lazy'): solve without binaries; wherever a
+unit came out charging and discharging in the same interval, add a binary for
+exactly that (unit, interval) and solve again. When a relaxation's optimum has
+no simultaneous operation it is feasible for the full binary model, and being a
+relaxation its objective is at least the full model's optimum: so it is optimal
+(within the MIP gap). Most price series never need a binary at all.
+
+Infeasible problems are re-solved with penalized slacks on every row, and the
+rows that had to give are reported by family, unit/site and interval.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from optimizers.context import Built
+from optimizers.demand_response import add_demand_response
+from optimizers.lp import LinearModel, Solution
+from optimizers.overrides import add_overrides
+from optimizers.problem import Problem
+from optimizers.reserves import add_reserves
+from optimizers.revenue import objective_offset, revenue_streams
+from optimizers.sites import add_sites
+from optimizers.units import add_exclusivity, add_units
+from vpp.errors import SolverError
+from vpp.schedule import Schedule, SolverOptions, SolverStats, Violation
+
+SIMULTANEOUS_KW = 1e-6
+
+
+def build_model(p: Problem, options: SolverOptions, binaries: np.ndarray | None = None) -> Built:
+    """The model of FORMULATION.md for ``p``; ``binaries`` (U, T) says where exclusivity binaries go."""
+    lm = LinearModel()
+    lm.offset = -objective_offset(p)  # the solver's objective is then the schedule's revenue (gaps are of revenue)
+    b = add_units(lm, p)
+    add_sites(b)
+    add_reserves(b)
+    add_demand_response(b)
+    add_overrides(b)
+    mode = options.exclusivity
+    mask = np.ones(p.shape, bool) if mode == "binary" else (binaries if binaries is not None else np.zeros(p.shape, bool))
+    add_exclusivity(b, mode, mask)
+    return b
+
+
+def optimize(p: Problem, options: SolverOptions = SolverOptions()) -> Schedule:
+    t0 = time.perf_counter()
+    binaries = np.zeros(p.shape, bool)
+    build_s = solve_s = 0.0
+    rounds = 0
+    while True:
+        tb = time.perf_counter()
+        b = build_model(p, options, binaries)
+        build_s += time.perf_counter() - tb
+        remaining = max(options.time_limit_s - (time.perf_counter() - t0), 1.0)
+        sol = b.lm.solve(remaining, options.mip_gap, options.threads)
+        solve_s += sol.solve_time_s
+        if options.exclusivity != "lazy" or not sol.has_solution:
+            break
+        x = sol.x
+        both = (x[b.ch] > SIMULTANEOUS_KW) & (x[b.dis] > SIMULTANEOUS_KW) & ~binaries
+        if not both.any():
+            break
+        binaries |= both
+        rounds += 1
+    violations: tuple[Violation, ...] = ()
+    status = sol.status
+    if sol.status == "infeasible":
+        sol = b.lm.solve(max(options.time_limit_s, 10.0), options.mip_gap, options.threads, elastic_penalty=options.infeasibility_penalty_per_kwh)
+        solve_s += sol.solve_time_s
+        if not sol.has_solution:
+            raise SolverError(f"the problem is infeasible and the elastic re-solve failed too ({sol.status})")
+        violations = _violations(b.lm, sol)
+        status = "infeasible_relaxed"
+    elif not sol.has_solution:
+        raise SolverError(f"no solution: solver status {sol.status} after {solve_s:.1f} s (time limit {options.time_limit_s} s)")
+    stats = SolverStats(
+        status=status,
+        objective=sol.objective,
+        mip_gap=sol.mip_gap,
+        build_time_s=build_s,
+        solve_time_s=solve_s,
+        n_variables=b.lm.n_cols,
+        n_constraints=b.lm.n_rows,
+        n_integer=b.lm.n_integer,
+        exclusivity_rounds=rounds,
+        exclusivity_binaries=int(binaries.sum()) if options.exclusivity == "lazy" else (int(np.prod(p.shape)) if options.exclusivity == "binary" else 0),
+    )
+    return extract(b, sol.x[: b.lm.n_cols], stats, violations)
+
+
+def _violations(lm: LinearModel, sol: Solution) -> tuple[Violation, ...]:
+    n, m = lm.n_cols, lm.n_rows
+    slack = sol.x[n : n + m] + sol.x[n + m : n + 2 * m]
+    out = []
+    for r in np.flatnonzero(slack > 1e-6):
+        family, where = lm.locate_row(int(r))
+        parts = [w for w in (where[0] if where and isinstance(where[0], tuple) else where)]
+        stamp = next((w for w in parts if hasattr(w, "isoformat")), None)
+        element = ",".join(str(w) for w in parts if not hasattr(w, "isoformat")) or "fleet"
+        out.append(Violation(family, element, stamp, float(slack[r])))
+    return tuple(out)
+
+
+def extract(b: Built, x: np.ndarray, stats: SolverStats, violations: tuple[Violation, ...] = ()) -> Schedule:
+    p = b.p
+    ch, dis = x[b.ch], x[b.dis]
+    soc = np.concatenate([p.soc0_kwh[:, None], x[b.soc]], axis=1)
+    reserve = {pid: x[r_ch] + x[r_dis] for pid, (r_ch, r_dis) in b.reserve.items()}
+    bids = {pid: q.value(x) for pid, q in b.bids.items()}
+    commitments = {eid: float(q.value(x)[0]) for eid, q in b.commitments.items()}
+    assert b.imp is not None and b.exp is not None
+    site_net = x[b.exp] - x[b.imp]
+    revenue, unit_revenue = revenue_streams(p, ch, dis, soc, reserve, bids, commitments, x[b.imp], x[b.exp])
+    return Schedule(
+        index=p.index,
+        unit_ids=p.unit_ids,
+        site_ids=p.site_ids,
+        charge_kw=ch,
+        discharge_kw=dis,
+        soc_kwh=soc,
+        reserve_kw=reserve,
+        bids_kw=bids,
+        dr_commitment_kw=commitments,
+        site_net_kw=site_net,
+        revenue=revenue,
+        unit_revenue=unit_revenue,
+        stats=stats,
+        violations=violations,
+    )

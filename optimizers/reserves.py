@@ -1,0 +1,109 @@
+"""Ancillary products: per-unit allocations, headroom in power and energy, deployment, fleet bids.
+
+Formulation items 2, 4 (reserve-energy part, split form), 3 (expected
+deployment), 7 (deployment must fit the site connection) and 8 (bids in blocks
+with a minimum). Each allocation is split into the part delivered by changing
+charging (``r_ch``) and the part delivered by changing discharging (``r_dis``):
+up-reserve from reduced charging costs only the energy not stored (η_ch·r·D),
+from added discharge the energy released (r·D/η_dis); symmetrically for down.
+The reserve must be sustainable from the SoC at both ends of the interval.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from optimizers.context import Built
+from optimizers.problem import ProductData
+from optimizers.quantity import add_quantity
+
+
+def add_reserves(b: Built) -> None:
+    if not b.p.products:
+        return
+    _shared_rows(b)
+    for prod in b.p.products:
+        _add_product(b, prod)
+
+
+def _shared_rows(b: Built) -> None:
+    """Rows every product adds to: unit headroom, start-of-interval reserve energy, site deployment room."""
+    p, lm = b.p, b.lm
+    U, T = p.shape
+    lab = b.labels_ut
+    r = b.rows
+    if any(x.is_up for x in p.products):
+        r["up_from_charge"] = lm.constrain("headroom_up_from_charge", [(-1.0, b.ch)], ub=0.0, labels=lab)
+        r["up_from_discharge"] = lm.constrain("headroom_up_from_discharge", [(1.0, b.dis)], ub=p.p_dis_max, labels=lab)
+        start_rhs = np.zeros((U, T))
+        start_rhs[:, 0] = -p.soc0_kwh
+        r["soc_min_start"] = lm.constrain("soc_min_with_reserve_start", [(1.0, b.soc_start())], lb=p.soc_min_kwh + start_rhs, labels=lab)
+    if any(not x.is_up for x in p.products):
+        r["down_from_discharge"] = lm.constrain("headroom_down_from_discharge", [(-1.0, b.dis)], ub=0.0, labels=lab)
+        r["down_from_charge"] = lm.constrain("headroom_down_from_charge", [(1.0, b.ch)], ub=p.p_ch_max, labels=lab)
+        start_rhs = np.zeros((U, T))
+        start_rhs[:, 0] = -p.soc0_kwh
+        r["soc_max_start"] = lm.constrain("soc_max_with_reserve_start", [(1.0, b.soc_start())], ub=p.soc_max_kwh + start_rhs, labels=lab)
+    # deployment must fit the connection: Σ(dis - ch + up) <= X + load - pv ; Σ(ch - dis + down) <= I - load + pv
+    site_lab = b.labels_st
+    for key, limit, sign in (("site_up_room", p.export_limit_kw, 1.0), ("site_down_room", p.import_limit_kw, -1.0)):
+        finite = np.isfinite(limit)
+        if not finite.any():
+            continue
+        room = np.where(finite[:, None], limit[:, None] + sign * p.site_net_load_kw, np.inf)
+        rows = lm.rows(f"site_{'export' if sign > 0 else 'import'}_room_for_reserves", room.shape, ub=room, labels=site_lab)
+        unit_rows = rows[p.unit_site]
+        lm.add_terms(unit_rows, sign, b.dis)
+        lm.add_terms(unit_rows, -sign, b.ch)
+        r[key] = rows
+
+
+def _add_product(b: Built, prod: ProductData) -> None:
+    p, lm = b.p, b.lm
+    U, T = p.shape
+    lab = b.labels_ut
+    usable = prod.eligible[:, None] & ~prod.blocked[None, :]
+    cap_ch = np.where(usable, p.p_ch_max, 0.0)
+    cap_dis = np.where(usable, p.p_dis_max, 0.0)
+    r_ch = lm.var(f"{prod.id}.from_charge", (U, T), 0.0, cap_ch, labels=lab)
+    r_dis = lm.var(f"{prod.id}.from_discharge", (U, T), 0.0, cap_dis, labels=lab)
+    b.reserve[prod.id] = (r_ch, r_dis)
+    eta_ch, eta_dis = p.eta_ch[:, None], p.eta_dis[:, None]
+    dt, D, alpha = p.dt_h, prod.sustain_h, prod.deployment_fraction
+    # energy one kW of allocation moves per hour, seen from the cells: η_ch for the charge side, 1/η_dis for the discharge side
+    per_ch, per_dis = eta_ch * np.ones((1, T)), (1.0 / eta_dis) * np.ones((1, T))
+    r = b.rows
+    if prod.is_up:
+        lm.add_terms(r["up_from_charge"], 1.0, r_ch)
+        lm.add_terms(r["up_from_discharge"], 1.0, r_dis)
+        for key in ("soc_min", "soc_min_start"):
+            lm.add_terms(r[key], -D * per_ch, r_ch)
+            lm.add_terms(r[key], -D * per_dis, r_dis)
+        sign = -1.0  # deployment drains the battery
+    else:
+        lm.add_terms(r["down_from_charge"], 1.0, r_ch)
+        lm.add_terms(r["down_from_discharge"], 1.0, r_dis)
+        for key in ("soc_max", "soc_max_start"):
+            lm.add_terms(r[key], D * per_ch, r_ch)
+            lm.add_terms(r[key], D * per_dis, r_dis)
+        sign = 1.0
+    if alpha:
+        lm.add_terms(r["energy_balance"], -sign * alpha * dt * per_ch, r_ch)
+        lm.add_terms(r["energy_balance"], -sign * alpha * dt * per_dis, r_dis)
+    room = r.get("site_up_room" if prod.is_up else "site_down_room")
+    if room is not None:
+        lm.add_terms(room[p.unit_site], 1.0, r_ch)
+        lm.add_terms(room[p.unit_site], 1.0, r_dis)
+
+    max_bid = np.where(prod.blocked, 0.0, (cap_ch + cap_dis).sum(axis=0))
+    bid = add_quantity(lm, f"bid.{prod.id}", (T,), increment=prod.increment_kw, minimum=prod.min_kw, maximum=max_bid, labels=(p.index,))
+    b.bids[prod.id] = bid
+    agg = lm.constrain("bid_equals_allocations", [bid.terms(-1.0)], lb=0.0, ub=0.0, labels=(p.index,))
+    lm.add_terms(agg[None, :], 1.0, r_ch)
+    lm.add_terms(agg[None, :], 1.0, r_dis)
+    fixed = np.isfinite(prod.fixed_kw)
+    if fixed.any():
+        lm.constrain(f"bid_after_gate_closure.{prod.id}", [(bid.scale, bid.cols[fixed])], lb=prod.fixed_kw[fixed], ub=prod.fixed_kw[fixed], labels=(p.index[fixed],))
+    # capacity (+ mileage) value, and the expected deployed energy settled at the spot price
+    value = prod.value_per_mw_h * dt / 1000.0 - sign * alpha * p.energy_price_per_mwh * dt / 1000.0
+    lm.maximize(value * bid.scale, bid.cols)

@@ -1,0 +1,42 @@
+"""The ``vpp`` command line. Thin: parse arguments, call library code, print.
+
+User errors (``VppError``) are printed as their one-line message and exit 2;
+nothing a user can cause ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from vpp.cli_devices import app as devices_app
+from vpp.cli_economics import app as economics_app
+from vpp.cli_optimize import optimize_cmd, validate
+from vpp.errors import VppError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Virtual power plant aggregation and dispatch engine.")
+app.command("validate")(validate)
+app.command("optimize")(optimize_cmd)
+app.add_typer(devices_app, name="devices")
+app.add_typer(economics_app, name="economics")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except VppError as err:
+        for line in str(err).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

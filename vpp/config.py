@@ -1,0 +1,581 @@
+"""Loading and validating a VPP configuration (YAML + the CSV files it names).
+
+pydantic checks the structure; ``_build`` checks what pydantic cannot see
+(references between sections, SoC windows, units of referenced series, tariff
+coverage) and turns the file into domain objects. Every problem becomes an
+``InputError`` naming the file, the field path and the value; ``vpp validate``
+collects them all instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, time
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vpp.device_config import DeviceConfig
+from vpp.errors import InputError, InputErrors
+from vpp.fleet import BatteryUnit, Derate, Fleet, Site, Tariff, TouPeriod
+from vpp.markets import AncillaryProduct, DemandResponseEvent, GateClosure, Market, ProductKind
+from vpp.overrides import Override, OverrideKind
+from vpp.schedule import SolverOptions, TerminalPolicy
+from vpp.timeseries import Column, LoadedSeries, Profile, read_csv_series, scaled
+
+# ---------------------------------------------------------------- file schema
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ColumnModel(_Strict):
+    column: str
+    unit: Literal["per_mwh", "per_kwh", "per_mw_h", "per_kw_h", "kw", "mw", "kw_per_kw"]
+    scale: float = Field(1.0, gt=0)
+
+
+class SourceModel(_Strict):
+    file: str
+    time_column: str
+    timezone: str = Field("UTC", description="zone of naive timestamps in the file")
+    columns: dict[str, ColumnModel]
+
+
+class ScaledRef(_Strict):
+    series: str
+    scale: float = Field(1.0, gt=0)
+
+
+SeriesRef = float | str | ScaledRef
+
+
+class DerateModel(_Strict):
+    start: datetime
+    end: datetime
+    factor: float = Field(ge=0, le=1)
+    reason: str = ""
+
+
+class UnitModel(_Strict):
+    id: str = Field(min_length=1)
+    count: int = Field(1, ge=1, description="replicate into id-1..id-N identical units")
+    power_kw: float | None = Field(None, gt=0, description="shorthand for equal charge and discharge limits")
+    max_charge_kw: float | None = Field(None, gt=0)
+    max_discharge_kw: float | None = Field(None, gt=0)
+    energy_kwh: float = Field(gt=0)
+    soc_min: float = Field(0.0, ge=0, le=1)
+    soc_max: float = Field(1.0, ge=0, le=1)
+    eta_charge: float = Field(0.95, gt=0, le=1)
+    eta_discharge: float = Field(0.95, gt=0, le=1)
+    self_discharge_per_h: float = Field(0.0, ge=0, lt=1)
+    degradation_cost_per_mwh: float = Field(0.0, ge=0)
+    max_cycles_per_day: float | None = Field(None, gt=0)
+    initial_soc: float = Field(0.5, ge=0, le=1)
+    derates: list[DerateModel] = []
+    device: DeviceConfig | None = None
+
+    @model_validator(mode="after")
+    def _limits(self) -> UnitModel:
+        if self.soc_min >= self.soc_max:
+            raise ValueError(f"SoC window inverted or empty: soc_min {self.soc_min} >= soc_max {self.soc_max}")
+        if self.power_kw is None and (self.max_charge_kw is None or self.max_discharge_kw is None):
+            raise ValueError("give power_kw, or both max_charge_kw and max_discharge_kw")
+        return self
+
+
+_HOURS = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
+
+
+class TouPeriodModel(_Strict):
+    name: str
+    price_per_kwh: float
+    hours: list[str] = Field(min_length=1, description='local clock ranges like "10:00-12:00"; "00:00-24:00" for all day')
+    months: list[int] = list(range(1, 13))
+
+    @field_validator("hours")
+    @classmethod
+    def _ranges(cls, v: list[str]) -> list[str]:
+        for r in v:
+            m = _HOURS.match(r)
+            if not m or not (0 <= _h(m, 1) < _h(m, 3) <= 24):
+                raise ValueError(f'{r!r} is not a range "HH:MM-HH:MM" with start < end <= 24:00')
+        return v
+
+    @field_validator("months")
+    @classmethod
+    def _months(cls, v: list[int]) -> list[int]:
+        if not v or any(m < 1 or m > 12 for m in v):
+            raise ValueError(f"{v} must be month numbers 1..12")
+        return v
+
+
+def _h(m: re.Match[str], g: int) -> float:
+    return int(m.group(g)) + int(m.group(g + 1)) / 60.0
+
+
+class TariffModel(_Strict):
+    periods: list[TouPeriodModel] = Field(min_length=1)
+    demand_charge_per_kw_month: float = Field(0.0, ge=0)
+    feed_in_price_per_kwh: float = 0.0
+
+
+class SiteModel(_Strict):
+    id: str = Field(min_length=1)
+    market: Literal["wholesale", "retail"] = "retail"
+    import_limit_kw: float | None = Field(None, gt=0)
+    export_limit_kw: float | None = Field(None, ge=0)
+    export_allowed: bool = True
+    tariff: str | None = None
+    load_kw: SeriesRef | None = None
+    pv_kw: SeriesRef | None = None
+    demand_peak_so_far_kw: float = Field(0.0, ge=0)
+    units: list[UnitModel] = Field(min_length=1)
+
+
+class GateClosureModel(_Strict):
+    day_ahead_at: time | None = None
+    days_before: int = Field(1, ge=0)
+    lead_min: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> GateClosureModel:
+        if (self.day_ahead_at is None) == (self.lead_min is None):
+            raise ValueError("give exactly one of day_ahead_at or lead_min")
+        return self
+
+
+class ProductModel(_Strict):
+    id: str = Field(min_length=1)
+    kind: Literal["regulation_up", "regulation_down", "spinning_reserve"]
+    price: SeriesRef = Field(description="capacity price per MW per hour")
+    min_bid_kw: float = Field(0.0, ge=0)
+    increment_kw: float = Field(0.0, ge=0)
+    sustain_h: float = Field(1.0, gt=0)
+    deployment_fraction: float = Field(0.0, ge=0, le=1)
+    mileage_price: SeriesRef | None = None
+    mileage_per_mw_h: float = Field(0.0, ge=0)
+    performance_score: float = Field(1.0, gt=0, le=1)
+    gate_closure: GateClosureModel | None = None
+    sites: list[str] | None = None
+
+
+class DrEventModel(_Strict):
+    id: str = Field(min_length=1)
+    start: datetime
+    end: datetime
+    sites: list[str] | Literal["all"] = "all"
+    capacity_price_per_kw: float = Field(ge=0)
+    energy_price_per_mwh: float = 0.0
+    min_kw: float = Field(0.0, ge=0)
+    increment_kw: float = Field(0.0, ge=0)
+    baseline: Literal["no_battery", "fixed"] = "no_battery"
+    baseline_kw: float | None = None
+    shortfall_penalty_per_mwh: float = Field(0.0, ge=0)
+    mandatory: bool = False
+
+    @model_validator(mode="after")
+    def _window(self) -> DrEventModel:
+        if self.end <= self.start:
+            raise ValueError(f"event ends ({self.end}) before it starts ({self.start})")
+        if self.baseline == "fixed" and self.baseline_kw is None:
+            raise ValueError("baseline 'fixed' needs baseline_kw")
+        return self
+
+
+class MarketModel(_Strict):
+    energy_price: SeriesRef | None = Field(None, description="spot price per MWh for wholesale sites")
+    products: list[ProductModel] = []
+    demand_response: list[DrEventModel] = []
+
+
+class SolverModel(_Strict):
+    time_limit_s: float = Field(60.0, gt=0)
+    mip_gap: float = Field(1e-3, ge=0, lt=1)
+    exclusivity: Literal["lazy", "binary", "hull", "relaxed"] = "lazy"
+    infeasibility_penalty_per_kwh: float = Field(1.0e4, gt=0)
+    threads: int = Field(1, ge=1)
+
+
+class TerminalModel(_Strict):
+    mode: Literal["initial", "soc", "value"] = "initial"
+    soc: float | None = Field(None, ge=0, le=1)
+    price_per_mwh: float | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> TerminalModel:
+        if self.mode == "soc" and self.soc is None:
+            raise ValueError("mode 'soc' needs soc")
+        if self.mode == "value" and self.price_per_mwh is None:
+            raise ValueError("mode 'value' needs price_per_mwh")
+        return self
+
+
+class ConfigModel(_Strict):
+    name: str
+    currency: str = Field(min_length=3, max_length=3)
+    timezone: str = Field("UTC", description="zone for naive times in this file and for tariffs")
+    interval_min: Literal[5, 15, 30, 60] = 60
+    horizon_h: float = Field(24.0, gt=0)
+    start: datetime | None = None
+    data: dict[str, SourceModel] = {}
+    tariffs: dict[str, TariffModel] = {}
+    sites: list[SiteModel] = Field(min_length=1)
+    market: MarketModel = MarketModel()
+    solver: SolverModel = SolverModel()
+    terminal: TerminalModel = TerminalModel()
+    overrides: str | None = Field(None, description="path of the overrides YAML, relative to this file")
+
+
+class OverrideModel(_Strict):
+    kind: Literal["force_power", "unit_out", "soc_floor", "soc_ceiling", "block_product", "fleet_export_cap", "fleet_import_cap"]
+    start: datetime
+    end: datetime
+    author: str = Field(min_length=1)
+    reason: str = Field(min_length=1)
+    unit: str | None = None
+    site: str | None = None
+    product: str | None = None
+    value: float | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> OverrideModel:
+        if self.end <= self.start:
+            raise ValueError(f"override ends ({self.end}) before it starts ({self.start})")
+        needs_value = self.kind in ("force_power", "soc_floor", "soc_ceiling", "fleet_export_cap", "fleet_import_cap")
+        if needs_value and self.value is None:
+            raise ValueError(f"{self.kind} needs value")
+        if self.kind == "force_power" and (self.unit is None) == (self.site is None):
+            raise ValueError("force_power needs exactly one of unit or site")
+        if self.kind in ("unit_out", "soc_floor", "soc_ceiling") and self.unit is None:
+            raise ValueError(f"{self.kind} needs unit")
+        if self.kind == "block_product" and self.product is None:
+            raise ValueError("block_product needs product")
+        if self.kind in ("soc_floor", "soc_ceiling") and not 0 <= (self.value or 0) <= 1:
+            raise ValueError(f"{self.kind} value {self.value} must be a SoC fraction 0..1")
+        if self.kind.startswith("fleet_") and (self.value or 0) < 0:
+            raise ValueError(f"{self.kind} value {self.value} must be >= 0 kW")
+        return self
+
+
+class OverridesFileModel(_Strict):
+    overrides: list[OverrideModel] = []
+
+
+# ---------------------------------------------------------------- domain result
+
+
+@dataclass(frozen=True)
+class VppConfig:
+    path: Path
+    name: str
+    currency: str
+    timezone: str
+    interval: pd.Timedelta
+    horizon: pd.Timedelta
+    start: pd.Timestamp | None
+    fleet: Fleet
+    market: Market
+    overrides: tuple[Override, ...]
+    solver: SolverOptions
+    terminal: TerminalPolicy
+    overrides_path: Path | None = None
+
+    @property
+    def units(self) -> tuple[BatteryUnit, ...]:
+        return self.fleet.units
+
+    def horizon_index(self, start: pd.Timestamp | None = None, horizon: pd.Timedelta | None = None) -> pd.DatetimeIndex:
+        """Interval starts from ``start`` (default: the config's) over ``horizon``, in UTC."""
+        begin = start if start is not None else self.start
+        if begin is None:
+            raise InputError(str(self.path), "start", None, "a start time (in the config or --start)")
+        begin = to_utc(begin, self.timezone)
+        span = horizon if horizon is not None else self.horizon
+        n = int(span / self.interval)
+        if n < 1:
+            raise InputError(str(self.path), "horizon", str(span), f"at least one {self.interval} interval")
+        return pd.date_range(begin, periods=n, freq=self.interval)
+
+
+def to_utc(value: datetime | pd.Timestamp | str, timezone: str) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is None:
+        ts = ts.tz_localize(timezone)
+    return ts.tz_convert("UTC")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path) -> VppConfig:
+    """Parse, check and load a config and every file it references. Raises ``InputErrors`` listing all problems."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    try:
+        model = ConfigModel.model_validate(raw)
+    except ValidationError as exc:
+        raise InputErrors(_pydantic_errors(exc, str(path))) from None
+    errors: list[InputError] = []
+    config = _build(model, path, errors)
+    if errors or config is None:
+        raise InputErrors(errors)
+    return config
+
+
+def load_overrides(path: Path, fleet: Fleet, market: Market, timezone: str) -> tuple[Override, ...]:
+    """Parse an overrides file against the fleet and market it applies to (unknown ids are errors)."""
+    raw = _read_yaml(path) or {}
+    try:
+        model = OverridesFileModel.model_validate(raw)
+    except ValidationError as exc:
+        raise InputErrors(_pydantic_errors(exc, str(path))) from None
+    errors: list[InputError] = []
+    units = {u.id for u in fleet.units}
+    sites = {s.id for s in fleet.sites}
+    products = {p.id for p in market.products}
+    out = []
+    for i, o in enumerate(model.overrides):
+        where = f"overrides[{i}]"
+        for field_name, value, known in (("unit", o.unit, units), ("site", o.site, sites), ("product", o.product, products)):
+            if value is not None and value not in known:
+                errors.append(InputError(str(path), f"{where}.{field_name}", value, f"one of {sorted(known)}"))
+        out.append(
+            Override(
+                kind=OverrideKind(o.kind),
+                start=to_utc(o.start, timezone),
+                end=to_utc(o.end, timezone),
+                author=o.author,
+                reason=o.reason,
+                unit_id=o.unit,
+                site_id=o.site,
+                product_id=o.product,
+                value=o.value,
+            )
+        )
+    if errors:
+        raise InputErrors(errors)
+    return tuple(out)
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise InputError(str(path), "file", str(path), "an existing YAML file")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}" if mark else "file"
+        raise InputError(str(path), line, getattr(exc, "problem", str(exc)), "valid YAML") from None
+
+
+def _pydantic_errors(exc: ValidationError, where: str) -> list[InputError]:
+    out = []
+    for e in exc.errors():
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".") or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        out.append(InputError(where, loc, e.get("input"), msg))
+    return out
+
+
+def _build(m: ConfigModel, path: Path, errors: list[InputError]) -> VppConfig | None:
+    where = str(path)
+    base = path.parent
+    tz = _check_zone(m.timezone, where, "timezone", errors)
+
+    series: dict[str, LoadedSeries] = {}
+    failed_sources: set[str] = set()  # already reported: do not report every reference to them again
+    for src_name, src in m.data.items():
+        zone = _check_zone(src.timezone, where, f"data.{src_name}.timezone", errors)
+        if zone is None:
+            failed_sources.add(src_name)
+            continue
+        columns = {k: Column(c.column, c.unit, c.scale) for k, c in src.columns.items()}
+        try:
+            for name, s in read_csv_series(base / src.file, src.time_column, zone, columns, src_name).items():
+                series[s.name] = s
+        except InputError as err:
+            errors.append(err)
+            failed_sources.add(src_name)
+
+    def ref(value: SeriesRef | None, field: str, quantity: str) -> Profile | None:
+        if value is None or isinstance(value, (int, float)):
+            return value
+        name, factor = (value, 1.0) if isinstance(value, str) else (value.series, value.scale)
+        if name not in series:
+            if name.split(".", 1)[0] not in failed_sources:
+                errors.append(InputError(where, field, name, f"a loaded series 'source.column', one of {sorted(series)[:10]}"))
+            return None
+        s = series[name]
+        if s.quantity != quantity:
+            errors.append(InputError(where, field, f"{name} ({s.quantity})", f"a {quantity.replace('_', ' ')} series"))
+            return None
+        return scaled(s, factor)
+
+    tariffs: dict[str, Tariff] = {}
+    for tid, t in m.tariffs.items():
+        periods = tuple(
+            TouPeriod(p.name, p.price_per_kwh, tuple((_h(mm, 1), _h(mm, 3)) for mm in (_HOURS.match(r) for r in p.hours) if mm), frozenset(p.months))
+            for p in t.periods
+        )
+        tariff = Tariff(tid, tz or "UTC", periods, t.demand_charge_per_kw_month, t.feed_in_price_per_kwh)
+        missing = tariff.uncovered_hours()
+        if missing:
+            month, hour = missing[0]
+            errors.append(InputError(where, f"tariffs.{tid}.periods", f"month {month} {int(hour):02d}:{int(hour % 1 * 60):02d}", "every hour of every month priced by some period"))
+        tariffs[tid] = tariff
+
+    sites: list[Site] = []
+    units: list[BatteryUnit] = []
+    seen_units: set[str] = set()
+    for i, s in enumerate(m.sites):
+        loc = f"sites[{i}]"
+        if s.id in {x.id for x in sites}:
+            errors.append(InputError(where, f"{loc}.id", s.id, "a unique site id"))
+        tariff = None
+        if s.tariff is not None:
+            tariff = tariffs.get(s.tariff)
+            if tariff is None:
+                errors.append(InputError(where, f"{loc}.tariff", s.tariff, f"one of the tariffs {sorted(tariffs)}"))
+        elif s.market == "retail":
+            errors.append(InputError(where, f"{loc}.tariff", None, "a tariff for a retail (behind-the-meter) site"))
+        sites.append(
+            Site(
+                id=s.id,
+                market=s.market,
+                import_limit_kw=s.import_limit_kw if s.import_limit_kw is not None else float("inf"),
+                export_limit_kw=(s.export_limit_kw if s.export_limit_kw is not None else float("inf")) if s.export_allowed else 0.0,
+                tariff=tariff,
+                load_kw=ref(s.load_kw, f"{loc}.load_kw", "power"),
+                pv_kw=ref(s.pv_kw, f"{loc}.pv_kw", "power"),
+                demand_peak_so_far_kw=s.demand_peak_so_far_kw,
+            )
+        )
+        for j, u in enumerate(s.units):
+            ids = [u.id] if u.count == 1 else [f"{u.id}-{k + 1}" for k in range(u.count)]
+            for uid in ids:
+                if uid in seen_units:
+                    errors.append(InputError(where, f"{loc}.units[{j}].id", uid, "a unique unit id"))
+                seen_units.add(uid)
+                units.append(
+                    BatteryUnit(
+                        id=uid,
+                        site_id=s.id,
+                        max_charge_kw=u.max_charge_kw or u.power_kw or 0.0,
+                        max_discharge_kw=u.max_discharge_kw or u.power_kw or 0.0,
+                        energy_kwh=u.energy_kwh,
+                        soc_min=u.soc_min,
+                        soc_max=u.soc_max,
+                        eta_charge=u.eta_charge,
+                        eta_discharge=u.eta_discharge,
+                        self_discharge_per_h=u.self_discharge_per_h,
+                        degradation_cost_per_mwh=u.degradation_cost_per_mwh,
+                        max_cycles_per_day=u.max_cycles_per_day,
+                        initial_soc=u.initial_soc,
+                        derates=tuple(Derate(to_utc(d.start, tz or "UTC"), to_utc(d.end, tz or "UTC"), d.factor, d.reason) for d in u.derates),
+                        device=u.device,
+                    )
+                )
+    site_ids = {s.id for s in sites}
+    wholesale = any(s.market == "wholesale" for s in sites)
+
+    energy_price = ref(m.market.energy_price, "market.energy_price", "energy_price")
+    if wholesale and m.market.energy_price is None:
+        errors.append(InputError(where, "market.energy_price", None, "a spot price series for the wholesale sites"))
+
+    products = []
+    for i, p in enumerate(m.market.products):
+        loc = f"market.products[{i}]"
+        if p.id in {x.id for x in products}:
+            errors.append(InputError(where, f"{loc}.id", p.id, "a unique product id"))
+        for sid in p.sites or []:
+            if sid not in site_ids:
+                errors.append(InputError(where, f"{loc}.sites", sid, f"one of the sites {sorted(site_ids)}"))
+        gate = None
+        if p.gate_closure is not None:
+            g = p.gate_closure
+            gate = GateClosure(days_before=g.days_before if g.day_ahead_at else None, time=g.day_ahead_at, lead_min=g.lead_min)
+        products.append(
+            AncillaryProduct(
+                id=p.id,
+                kind=ProductKind(p.kind),
+                capacity_price_per_mw_h=ref(p.price, f"{loc}.price", "capacity_price") or 0.0,
+                min_bid_kw=p.min_bid_kw,
+                increment_kw=p.increment_kw,
+                sustain_h=p.sustain_h,
+                deployment_fraction=p.deployment_fraction,
+                mileage_price_per_mw=ref(p.mileage_price, f"{loc}.mileage_price", "capacity_price"),
+                mileage_per_mw_h=p.mileage_per_mw_h,
+                performance_score=p.performance_score,
+                gate_closure=gate,
+                eligible_sites=frozenset(p.sites) if p.sites is not None else None,
+            )
+        )
+
+    events = []
+    for i, e in enumerate(m.market.demand_response):
+        loc = f"market.demand_response[{i}]"
+        members = site_ids if e.sites == "all" else set(e.sites)
+        for sid in members - site_ids:
+            errors.append(InputError(where, f"{loc}.sites", sid, f"one of the sites {sorted(site_ids)}"))
+        events.append(
+            DemandResponseEvent(
+                id=e.id,
+                start=to_utc(e.start, tz or "UTC"),
+                end=to_utc(e.end, tz or "UTC"),
+                site_ids=frozenset(members & site_ids),
+                capacity_price_per_kw=e.capacity_price_per_kw,
+                energy_price_per_mwh=e.energy_price_per_mwh,
+                min_kw=e.min_kw,
+                increment_kw=e.increment_kw,
+                baseline=e.baseline,
+                baseline_kw=e.baseline_kw,
+                shortfall_penalty_per_mwh=e.shortfall_penalty_per_mwh,
+                mandatory=e.mandatory,
+            )
+        )
+
+    if errors or tz is None:
+        return None
+    fleet = Fleet(tuple(sites), tuple(units))
+    market = Market(m.currency, energy_price, tuple(products), tuple(events))
+    overrides: tuple[Override, ...] = ()
+    overrides_path = None
+    if m.overrides is not None:
+        overrides_path = base / m.overrides
+        try:
+            overrides = load_overrides(overrides_path, fleet, market, tz)
+        except InputErrors as errs:
+            errors.extend(errs.errors)
+        except InputError as err:
+            errors.append(err)
+    return VppConfig(
+        path=path,
+        name=m.name,
+        currency=m.currency,
+        timezone=tz,
+        interval=pd.Timedelta(minutes=m.interval_min),
+        horizon=pd.Timedelta(hours=m.horizon_h),
+        start=to_utc(m.start, tz) if m.start is not None else None,
+        fleet=fleet,
+        market=market,
+        overrides=overrides,
+        solver=SolverOptions(**m.solver.model_dump()),
+        terminal=TerminalPolicy(m.terminal.mode, m.terminal.soc, m.terminal.price_per_mwh),
+        overrides_path=overrides_path,
+    )
+
+
+def _check_zone(name: str, where: str, field: str, errors: list[InputError]) -> str | None:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        errors.append(InputError(where, field, name, "an IANA time zone such as Asia/Shanghai or Etc/GMT+8"))
+        return None
+    return name
