@@ -124,6 +124,7 @@ def extract(b: Built, x: np.ndarray, stats: SolverStats, violations: tuple[Viola
         discharge_kw=dis,
         soc_kwh=soc,
         reserve_kw=reserve,
+        reserve_from_charge_kw={pid: x[r_ch] for pid, (r_ch, _) in b.reserve.items()},
         bids_kw=bids,
         dr_commitment_kw=commitments,
         site_net_kw=site_net,

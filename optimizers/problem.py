@@ -157,11 +157,13 @@ def build_problem(
         elif o.kind is OverrideKind.FLEET_IMPORT_CAP:
             import_cap[mask] = np.fmin(import_cap[mask], o.value)
 
+    eta_ch, eta_dis, sigma = col("eta_charge"), col("eta_discharge"), col("self_discharge_per_h")
+    soc_min, soc_max, reach_max = _reachable_window(soc0, soc_min, soc_max, p_ch, p_dis, eta_ch, eta_dis, 1.0 - sigma * dt_h, dt_h)
     if terminal.mode == "value":
         terminal_kwh = np.full(U, np.nan)
     else:
         target = soc0 if terminal.mode == "initial" else terminal.soc * e_max
-        terminal_kwh = np.clip(target, soc_min[:, -1], soc_max[:, -1]) if T else target
+        terminal_kwh = np.minimum(np.clip(target, soc_min[:, -1], soc_max[:, -1]), reach_max) if T else target
 
     site_where = lambda s, what: f"{where}: site {s.id} {what}"  # noqa: E731
     net_load = np.vstack([profile_on(s.load_kw, index, site_where(s, "load_kw")) - profile_on(s.pv_kw, index, site_where(s, "pv_kw")) for s in sites])
@@ -218,9 +220,9 @@ def build_problem(
         e_max=e_max,
         soc_min_kwh=soc_min,
         soc_max_kwh=soc_max,
-        eta_ch=col("eta_charge"),
-        eta_dis=col("eta_discharge"),
-        sigma_per_h=col("self_discharge_per_h"),
+        eta_ch=eta_ch,
+        eta_dis=eta_dis,
+        sigma_per_h=sigma,
         deg_cost_per_mwh=col("degradation_cost_per_mwh"),
         cycles_per_day=np.array([np.nan if u.max_cycles_per_day is None else u.max_cycles_per_day for u in units], float),
         soc0_kwh=soc0,
@@ -243,3 +245,24 @@ def build_problem(
         fleet_export_cap_kw=export_cap,
         fleet_import_cap_kw=import_cap,
     )
+
+
+def _reachable_window(soc0, soc_min, soc_max, p_ch, p_dis, eta_ch, eta_dis, keep, dt_h):
+    """The SoC window tightened to what the unit can reach from ``soc0``, and the highest reachable end SoC.
+
+    A unit that starts outside its window (telemetry), or cannot hold its SoC
+    against self-discharge while out of service, is not an infeasible plan: it
+    returns to its window as fast as its limits allow, which is what the
+    dispatcher does too. So the floor never exceeds the highest reachable SoC
+    and the ceiling never undercuts the lowest.
+    """
+    lo_w, hi_w = soc_min.copy(), soc_max.copy()
+    hi = soc0.copy()
+    lo = soc0.copy()
+    for t in range(soc_min.shape[1]):
+        hi = np.minimum(keep * hi + eta_ch * p_ch[:, t] * dt_h, np.maximum(soc_max[:, t], keep * hi))
+        lo = np.maximum(keep * lo - p_dis[:, t] * dt_h / eta_dis, np.minimum(soc_min[:, t], keep * lo))
+        lo_w[:, t] = np.minimum(soc_min[:, t], hi)
+        hi_w[:, t] = np.maximum(soc_max[:, t], lo)
+    return lo_w, hi_w, hi
+

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vpp.economics.market import ScaleBy
+from vpp.errors import InputError
 
 if TYPE_CHECKING:
     from vpp.economics.transfer import TransferResult
@@ -26,15 +27,16 @@ def transfer_factor(
         Path | None, typer.Option("--from-simulation", help="take C_market from this `vpp simulate` output folder")
     ] = None,
     scale_by: Annotated[
-        ScaleBy, typer.Option("--scale-by", help="carry simulated revenue to the station's size by energy, power or not")
+        ScaleBy, typer.Option("--scale-by", help="scale simulated revenue to the station by energy, power or none")
     ] = ScaleBy.ENERGY,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="write the λ-sensitivity plot to this PNG")] = None,
 ) -> None:
     """Price an independent storage station's capacity with a transfer factor λ: the feasible λ interval and IRRs."""
     # Imported here so that every other `vpp` command starts without scipy and matplotlib.
-    from vpp.economics import analyse_transfer_factor, load_case, plot_sensitivity, read_simulation_summary
-    from vpp.errors import InputError
+    from vpp.economics.case import load_case, read_simulation_summary
+    from vpp.economics.plot import plot_sensitivity
+    from vpp.economics.transfer import analyse_transfer_factor
 
     economics_case = load_case(case)
     summary = None if from_simulation is None else read_simulation_summary(from_simulation, economics_case.currency)
@@ -45,7 +47,7 @@ def transfer_factor(
             raise InputError("command line", "--plot", str(plot), expected)
         plot_sensitivity(result.sensitivity, result.currency, plot)
     if as_json:
-        typer.echo(json.dumps(dataclasses.asdict(result), ensure_ascii=False))
+        typer.echo(json.dumps(dataclasses.asdict(result), ensure_ascii=False, allow_nan=False))
     else:
         _print_report(result)
 
@@ -78,8 +80,8 @@ def _print_report(result: TransferResult) -> None:
     for header in ("payer", "ceiling", "= sum of"):
         table.add_column(header, justify="right" if header == "ceiling" else "left")
     for ceiling in result.ceilings:
-        parts = " ".join(f"{'−' if amount < 0 else '+'} {_money(abs(amount))} {label}" for label, amount in ceiling.components)
-        table.add_row(f"{ceiling.name} ({ceiling.group})", _money(ceiling.ceiling), parts.removeprefix("+ "))
+        terms = (f"{'−' if amount < 0 else '+'} {_money(abs(amount))} {label}" for label, amount in ceiling.components)
+        table.add_row(f"{ceiling.group}: {ceiling.name}", _money(ceiling.ceiling), " ".join(terms).removeprefix("+ "))
     console.print(table)
 
     table = Table(title="λ grid")

@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vpp.device_config import DeviceConfig
-from vpp.errors import InputError, InputErrors
+from vpp.errors import InputError, InputErrors, from_validation_error
 from vpp.fleet import BatteryUnit, Derate, Fleet, Site, Tariff, TouPeriod
 from vpp.markets import AncillaryProduct, DemandResponseEvent, GateClosure, Market, ProductKind
 from vpp.overrides import Override, OverrideKind
@@ -321,7 +321,7 @@ def load_config(path: str | Path) -> VppConfig:
     try:
         model = ConfigModel.model_validate(raw)
     except ValidationError as exc:
-        raise InputErrors(_pydantic_errors(exc, str(path))) from None
+        raise from_validation_error(exc, str(path)) from None
     errors: list[InputError] = []
     config = _build(model, path, errors)
     if errors or config is None:
@@ -335,7 +335,7 @@ def load_overrides(path: Path, fleet: Fleet, market: Market, timezone: str) -> t
     try:
         model = OverridesFileModel.model_validate(raw)
     except ValidationError as exc:
-        raise InputErrors(_pydantic_errors(exc, str(path))) from None
+        raise from_validation_error(exc, str(path)) from None
     errors: list[InputError] = []
     units = {u.id for u in fleet.units}
     sites = {s.id for s in fleet.sites}
@@ -373,15 +373,6 @@ def _read_yaml(path: Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}" if mark else "file"
         raise InputError(str(path), line, getattr(exc, "problem", str(exc)), "valid YAML") from None
-
-
-def _pydantic_errors(exc: ValidationError, where: str) -> list[InputError]:
-    out = []
-    for e in exc.errors():
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".") or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        out.append(InputError(where, loc, e.get("input"), msg))
-    return out
 
 
 def _build(m: ConfigModel, path: Path, errors: list[InputError]) -> VppConfig | None:

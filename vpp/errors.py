@@ -7,7 +7,10 @@ traceback. The CLI prints ``str(error)`` and exits non-zero.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class VppError(Exception):
@@ -40,3 +43,26 @@ class SolverError(VppError):
 
 class AdapterError(VppError):
     """A device could not be reached or answered something unusable."""
+
+
+def from_validation_error(err: ValidationError, where: str, skip: frozenset[str] = frozenset()) -> InputError | InputErrors:
+    """One ``InputError`` per pydantic error, the field as a path like ``sites[0].units[2].energy_kwh``.
+
+    ``skip`` drops location parts that are only discriminated-union tags, which a
+    user never wrote in the file.
+    """
+    errors = []
+    for detail in err.errors(include_url=False):
+        loc = [part for part in detail["loc"] if part not in skip]
+        field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".") or "(top level)"
+        value = detail.get("input")
+        expected = detail["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
+        if detail["type"] == "missing":
+            value, expected = None, "a value (the field is required)"
+        elif detail["type"] == "extra_forbidden":
+            expected = "no such field (check the spelling)"
+        elif detail["type"] == "timezone_aware":
+            expected = "a timestamp with a UTC offset"
+        errors.append(InputError(where, field, value, expected))
+    return errors[0] if len(errors) == 1 else InputErrors(errors)
+

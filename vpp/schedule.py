@@ -78,6 +78,7 @@ class Schedule:
     discharge_kw: np.ndarray  # (U, T) >= 0
     soc_kwh: np.ndarray  # (U, T + 1): column 0 = initial, column t + 1 = end of interval t
     reserve_kw: dict[str, np.ndarray]  # product id -> (U, T) allocation
+    reserve_from_charge_kw: dict[str, np.ndarray]  # the part delivered by changing charging (rest: discharging)
     bids_kw: dict[str, np.ndarray]  # product id -> (T,) fleet bid
     dr_commitment_kw: dict[str, float]  # event id -> committed reduction
     site_net_kw: np.ndarray  # (S, T) export - import at each site

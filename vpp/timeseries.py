@@ -104,7 +104,7 @@ def _parse_times(raw: pd.Series, timezone: str, where: str, column: str) -> pd.D
         if irregular.any():
             i = int(np.argmax(irregular))
             raise InputError(
-                where, column, f"{raw.iloc[i]} -> {raw.iloc[i + 1]}", f"a regular {pd.Timedelta(step)} step (a gap or uneven step was found)"
+                where, column, f"{raw.iloc[i]} -> {raw.iloc[i + 1]}", f"a regular {pd.Timedelta(step, unit='ns').total_seconds() / 60:g}-minute step (a gap or uneven step was found)"
             )
         index = pd.DatetimeIndex(index.as_unit("ns"), freq=pd.Timedelta(step, unit="ns"))
     return index
