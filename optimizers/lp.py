@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 INF = np.inf
 CONTINUOUS, INTEGER, SEMI_CONTINUOUS, SEMI_INTEGER = 0, 1, 2, 3
+ABS_GAP = 1e-6  # HiGHS' default mip_abs_gap: objective differences below this are noise
 _HIGHS_TYPES = {
     CONTINUOUS: highspy.HighsVarType.kContinuous,
     INTEGER: highspy.HighsVarType.kInteger,
@@ -52,7 +53,7 @@ class Block:
 
 @dataclass
 class Solution:
-    status: str  # optimal | time_limit | infeasible | unbounded | error
+    status: str  # optimal | feasible (gap not proven) | time_limit | infeasible | unbounded | error
     x: np.ndarray
     objective: float
     mip_gap: float
@@ -61,7 +62,7 @@ class Solution:
 
     @property
     def has_solution(self) -> bool:
-        return self.status in ("optimal", "time_limit") and self.x.size > 0
+        return self.status in ("optimal", "time_limit", "feasible") and self.x.size > 0
 
 
 class LinearModel:
@@ -157,21 +158,23 @@ class LinearModel:
     # ---- solving
 
     def solve(self, time_limit_s: float = 60.0, mip_gap: float = 1e-4, threads: int = 1, elastic_penalty: float | None = None) -> Solution:
-        """Solve with HiGHS (maximizing ``cost·x + offset``).
-
-        Models with integer columns first try *relax, round, fix*: solve the LP
-        relaxation (an upper bound), round the integer columns (quantities down
-        to whole blocks and to 0 below their minimum, binaries to nearest), fix
-        them and re-solve the LP. If that feasible point is within ``mip_gap`` of
-        the bound it is the answer, with the gap proven by the bound; otherwise
-        branch-and-bound runs, seeded with it. For block-bid fleets the rounding
-        loss is a few increments against the whole fleet's revenue, so the MIP
-        is rarely needed.
+        """Solve with HiGHS (maximizing ``cost·x + offset``): relax, round-and-fix, then branch if the
+        rounded point is not within ``mip_gap`` of the relaxation's bound.
 
         With ``elastic_penalty`` every row gets a pair of penalized slacks (x has
         n_cols + 2 n_rows entries then), so the model is always feasible and the
         slacks say which rows had to give.
         """
+        session = self.session(time_limit_s, mip_gap, threads, elastic_penalty)
+        relaxed = session.relax()
+        if not session.has_integers or not relaxed.has_solution:
+            return relaxed
+        fixed = session.fix(session.rounded(relaxed.x))
+        if session.proven(fixed):
+            return fixed
+        return session.branch(fixed if fixed.has_solution else None)
+
+    def session(self, time_limit_s: float, mip_gap: float, threads: int = 1, elastic_penalty: float | None = None) -> Session:
         col_lb, col_ub, kinds, row_lb, row_ub = self.bounds()
         a = self.matrix()
         cost = self.cost()
@@ -182,27 +185,7 @@ class LinearModel:
             col_lb = np.concatenate([col_lb, np.zeros(2 * self.n_rows)])
             col_ub = np.concatenate([col_ub, np.full(2 * self.n_rows, INF)])
             kinds = np.concatenate([kinds, np.zeros(2 * self.n_rows, np.int8)])
-        run = _Runner(a, cost, self.offset, row_lb, row_ub, time_limit_s, mip_gap, threads)
-        if not kinds.any():
-            return run(col_lb, col_ub, None)
-        relaxed = run(np.where(kinds >= SEMI_CONTINUOUS, 0.0, col_lb), col_ub, None)
-        if not relaxed.has_solution:
-            return relaxed if relaxed.status != "time_limit" else run(col_lb, col_ub, kinds)
-        fixed_x = _round(relaxed.x, col_lb, col_ub, kinds)
-        is_int = kinds != CONTINUOUS
-        fixed = run(np.where(is_int, fixed_x, col_lb), np.where(is_int, fixed_x, col_ub), None)
-        if fixed.status == "optimal":
-            gap = (relaxed.objective - fixed.objective) / max(abs(relaxed.objective), 1e-9)
-            if gap <= mip_gap:
-                fixed.mip_gap = max(gap, 0.0)
-                fixed.solve_time_s += relaxed.solve_time_s
-                return fixed
-        spent = relaxed.solve_time_s + fixed.solve_time_s
-        run.time_limit_s = max(time_limit_s - spent, 1.0)
-        result = run(col_lb, col_ub, kinds, start=fixed.x if fixed.status == "optimal" else None)
-        result.solve_time_s += spent
-        return result
-
+        return Session(a, cost, self.offset, col_lb, col_ub, kinds, row_lb, row_ub, time_limit_s, mip_gap, threads)
 
     # ---- export
 
@@ -236,75 +219,149 @@ class LinearModel:
         return m
 
 
-def _round(x: np.ndarray, lb: np.ndarray, ub: np.ndarray, kinds: np.ndarray) -> np.ndarray:
-    """Integer-feasible values near an LP point: binaries to nearest, counts down, semi columns to 0 below lb."""
-    out = x.copy()
-    binary = (kinds == INTEGER) & (lb == 0) & (ub == 1)
-    out[binary] = np.round(x[binary])
-    count = (kinds == INTEGER) & ~binary | (kinds == SEMI_INTEGER)
-    out[count] = np.floor(x[count] + 1e-6)
-    semi = kinds >= SEMI_CONTINUOUS
-    out[semi & (out < lb - 1e-9)] = 0.0
-    return np.clip(out, np.where(semi, 0.0, lb), ub)
+class Session:
+    """One model in one HiGHS instance, solved in stages that warm-start from each other.
+
+    ``relax`` solves the LP relaxation (its objective bounds every integer
+    solution); ``fix`` re-solves with the integer columns fixed (warm, from the
+    relaxation's basis, with a time limit of its own); ``branch`` runs
+    branch-and-bound seeded with the best point so far. ``fix`` also takes other
+    columns, so a caller can fix a repaired point's decisions and let the LP
+    re-plan the rest.
+    """
+
+    def __init__(self, a, cost, offset, col_lb, col_ub, kinds, row_lb, row_ub, time_limit_s, mip_gap, threads) -> None:
+        self.started = time.perf_counter()
+        self.col_lb, self.col_ub, self.kinds = col_lb, col_ub, kinds
+        self.time_limit_s, self.mip_gap = time_limit_s, mip_gap
+        self.ints = np.flatnonzero(kinds != CONTINUOUS).astype(np.int32)
+        self.h = _highs(a, cost, offset, np.where(kinds >= SEMI_CONTINUOUS, 0.0, col_lb), col_ub, row_lb, row_ub, time_limit_s, mip_gap, threads)
+        self.bound = np.inf
+        self._relax_s = 0.0
+
+    @property
+    def has_integers(self) -> bool:
+        return self.ints.size > 0
+
+    def remaining_s(self) -> float:
+        return max(self.time_limit_s - (time.perf_counter() - self.started), 1.0)
+
+    def gap(self, objective: float) -> float:
+        return max((self.bound - objective) / max(abs(self.bound), 1.0), 0.0)  # HiGHS' convention
+
+    def proven(self, sol: Solution) -> bool:
+        """Within the relative MIP gap of the bound, or within HiGHS' default absolute gap (1e-6)."""
+        return sol.has_solution and (sol.mip_gap <= self.mip_gap or self.bound - sol.objective <= ABS_GAP)
+
+    def relax(self) -> Solution:
+        sol = _run(self.h, mip=False)
+        self._relax_s = sol.solve_time_s
+        if sol.has_solution:
+            self.bound = sol.objective
+        return self._timed(sol)
+
+    def rounded(self, x: np.ndarray) -> np.ndarray:
+        """Integer values near an LP point: binaries to nearest, counts down (offering less is always
+        possible), semi columns below their minimum to 0."""
+        lb, ub, kinds, ints = self.col_lb, self.col_ub, self.kinds, self.ints
+        out = x[ints].copy()
+        k, lo, hi = kinds[ints], lb[ints], ub[ints]
+        binary = (k == INTEGER) & (lo == 0) & (hi == 1)
+        out[binary] = np.round(out[binary])
+        out[~binary] = np.floor(out[~binary] + 1e-6)
+        semi = k >= SEMI_CONTINUOUS
+        out[semi & (out < lo - 1e-9)] = 0.0
+        return np.clip(out, np.where(semi, 0.0, lo), hi)
+
+    def fix(self, values: np.ndarray, cols: np.ndarray | None = None) -> Solution:
+        """Warm LP with columns ``cols`` (default: the integer columns) at ``values``; abandoned after a
+        few relaxation-times."""
+        cols = self.ints if cols is None else cols.astype(np.int32)
+        self.h.changeColsBounds(cols.size, cols, values, values)
+        self.h.setOptionValue("time_limit", min(4.0 * self._relax_s + 2.0, self.remaining_s()))
+        sol = _run(self.h, mip=False)
+        relaxed_lb = np.where(self.kinds >= SEMI_CONTINUOUS, 0.0, self.col_lb)
+        self.h.changeColsBounds(cols.size, cols, relaxed_lb[cols], self.col_ub[cols])
+        if sol.status != "optimal":
+            return self._timed(Solution(sol.status, np.zeros(0), float("nan"), 0.0, sol.solve_time_s))
+        sol.mip_gap = self.gap(sol.objective)
+        return self._timed(sol)
+
+    def branch(self, seed: Solution | None) -> Solution:
+        h, ints = self.h, self.ints
+        h.changeColsBounds(ints.size, ints, self.col_lb[ints], self.col_ub[ints])  # semi minimums back in force
+        h.changeColsIntegrality(ints.size, ints, np.array([_HIGHS_TYPES[int(k)] for k in self.kinds[ints]], dtype=np.uint8))
+        h.setOptionValue("time_limit", self.remaining_s())
+        if seed is not None and seed.x.size == self.col_lb.size:
+            start = highspy.HighsSolution()
+            start.col_value = seed.x
+            start.value_valid = True
+            h.setSolution(start)
+        sol = _run(h, mip=True)
+        if not sol.has_solution:
+            if seed is None:
+                return self._timed(sol)
+            # out of time (or a solver error): the seed stands, with its proven gap
+            status = "optimal" if self.proven(seed) else "feasible"
+            return self._timed(Solution(status, seed.x, seed.objective, seed.mip_gap, 0.0, seed.row_activity))
+        # Integers come back within HiGHS' integrality tolerance (a binary at 0.9999999 lets 1e-5 kW
+        # through): polish to exact integers with the LP re-solved around them.
+        h.changeColsIntegrality(ints.size, ints, np.full(ints.size, _HIGHS_TYPES[CONTINUOUS], dtype=np.uint8))
+        polished = self.fix(self.rounded(sol.x))
+        if polished.has_solution and polished.objective >= sol.objective - 1e-6 * max(1.0, abs(sol.objective)):
+            polished.status, polished.mip_gap = sol.status, sol.mip_gap
+            return self._timed(polished)
+        return self._timed(sol)
+
+    def _timed(self, sol: Solution) -> Solution:
+        sol.solve_time_s = time.perf_counter() - self.started
+        return sol
 
 
-@dataclass
-class _Runner:
-    """One HiGHS solve of the assembled arrays with given column bounds and integrality."""
+def _highs(a: sp.csc_matrix, cost: np.ndarray, offset: float, col_lb: np.ndarray, col_ub: np.ndarray, row_lb: np.ndarray, row_ub: np.ndarray, time_limit_s: float, mip_gap: float, threads: int) -> highspy.Highs:
+    """A HiGHS instance holding the model (all columns continuous) with the solve options set."""
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(time_limit_s))
+    h.setOptionValue("mip_rel_gap", float(mip_gap))
+    h.setOptionValue("threads", int(threads))
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = a.shape[1], a.shape[0]
+    lp.col_cost_ = cost
+    lp.offset_ = offset
+    lp.col_lower_ = col_lb
+    lp.col_upper_ = col_ub
+    lp.row_lower_ = row_lb
+    lp.row_upper_ = row_ub
+    lp.sense_ = highspy.ObjSense.kMaximize
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = a.indptr
+    lp.a_matrix_.index_ = a.indices
+    lp.a_matrix_.value_ = a.data
+    h.passModel(lp)
+    return h
 
-    a: sp.csc_matrix
-    cost: np.ndarray
-    offset: float
-    row_lb: np.ndarray
-    row_ub: np.ndarray
-    time_limit_s: float
-    mip_gap: float
-    threads: int
 
-    def __call__(self, col_lb: np.ndarray, col_ub: np.ndarray, kinds: np.ndarray | None, start: np.ndarray | None = None) -> Solution:
-        h = highspy.Highs()
-        h.setOptionValue("output_flag", False)
-        h.setOptionValue("time_limit", float(self.time_limit_s))
-        h.setOptionValue("mip_rel_gap", float(self.mip_gap))
-        h.setOptionValue("threads", int(self.threads))
-        lp = highspy.HighsLp()
-        lp.num_col_, lp.num_row_ = self.a.shape[1], self.a.shape[0]
-        lp.col_cost_ = self.cost
-        lp.offset_ = self.offset
-        lp.col_lower_ = col_lb
-        lp.col_upper_ = col_ub
-        lp.row_lower_ = self.row_lb
-        lp.row_upper_ = self.row_ub
-        lp.sense_ = highspy.ObjSense.kMaximize
-        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        lp.a_matrix_.start_ = self.a.indptr
-        lp.a_matrix_.index_ = self.a.indices
-        lp.a_matrix_.value_ = self.a.data
-        mip = kinds is not None and bool(kinds.any())
-        if mip:
-            lp.integrality_ = [_HIGHS_TYPES[int(k)] for k in kinds]
-        h.passModel(lp)
-        if start is not None:
-            seed = highspy.HighsSolution()
-            seed.col_value = list(start)
-            seed.value_valid = True
-            h.setSolution(seed)
-        t0 = time.perf_counter()
-        h.run()
-        elapsed = time.perf_counter() - t0
-        info = h.getInfo()
-        has_x = info.primal_solution_status == 2  # kSolutionStatusFeasible
-        name = {
-            highspy.HighsModelStatus.kOptimal: "optimal",
-            highspy.HighsModelStatus.kTimeLimit: "time_limit",
-            highspy.HighsModelStatus.kInfeasible: "infeasible",
-            highspy.HighsModelStatus.kUnboundedOrInfeasible: "infeasible",
-            highspy.HighsModelStatus.kUnbounded: "unbounded",
-        }.get(h.getModelStatus(), "error")
-        if name == "time_limit" and not has_x:
-            name = "time_limit_no_solution"
-        sol = h.getSolution()
-        x = np.asarray(sol.col_value) if has_x else np.zeros(0)
-        act = np.asarray(sol.row_value) if has_x else np.zeros(0)
-        gap = float(info.mip_gap) if mip and has_x else 0.0
-        return Solution(name, x, float(info.objective_function_value) if has_x else float("nan"), gap, elapsed, act)
+_STATUS = {
+    highspy.HighsModelStatus.kOptimal: "optimal",
+    highspy.HighsModelStatus.kTimeLimit: "time_limit",
+    highspy.HighsModelStatus.kInfeasible: "infeasible",
+    highspy.HighsModelStatus.kUnboundedOrInfeasible: "infeasible",
+    highspy.HighsModelStatus.kUnbounded: "unbounded",
+}
+
+
+def _run(h: highspy.Highs, mip: bool) -> Solution:
+    t0 = time.perf_counter()
+    h.run()
+    elapsed = time.perf_counter() - t0
+    info = h.getInfo()
+    has_x = info.primal_solution_status == 2  # kSolutionStatusFeasible
+    name = _STATUS.get(h.getModelStatus(), "error")
+    if name == "time_limit" and not has_x:
+        name = "time_limit_no_solution"
+    sol = h.getSolution()
+    x = np.asarray(sol.col_value) if has_x else np.zeros(0)
+    act = np.asarray(sol.row_value) if has_x else np.zeros(0)
+    gap = float(info.mip_gap) if mip and has_x else 0.0
+    return Solution(name, x, float(info.objective_function_value) if has_x else float("nan"), gap, elapsed, act)

@@ -7,6 +7,11 @@ no simultaneous operation it is feasible for the full binary model, and being a
 relaxation its objective is at least the full model's optimum: so it is optimal
 (within the MIP gap). Most price series never need a binary at all.
 
+Integer parts (bid blocks, DR commitments, charge-mode binaries) are settled
+from the LP relaxation, cheapest first: a scale-down repair, the LP with the
+integers fixed, and branch-and-bound only when neither is within the MIP gap
+of the relaxation's bound (see ``repair.py`` and ``lp.Session``).
+
 Infeasible problems are re-solved with penalized slacks on every row, and the
 rows that had to give are reported by family, unit/site and interval.
 """
@@ -19,9 +24,10 @@ import numpy as np
 
 from optimizers.context import Built
 from optimizers.demand_response import add_demand_response
-from optimizers.lp import LinearModel, Solution
+from optimizers.lp import LinearModel, Session, Solution
 from optimizers.overrides import add_overrides
 from optimizers.problem import Problem
+from optimizers.repair import repair_by_scaling
 from optimizers.reserves import add_reserves
 from optimizers.revenue import objective_offset, revenue_streams
 from optimizers.sites import add_sites
@@ -50,28 +56,30 @@ def build_model(p: Problem, options: SolverOptions, binaries: np.ndarray | None 
 def optimize(p: Problem, options: SolverOptions = SolverOptions()) -> Schedule:
     t0 = time.perf_counter()
     binaries = np.zeros(p.shape, bool)
-    build_s = solve_s = 0.0
+    build_s = 0.0
     rounds = 0
     while True:
         tb = time.perf_counter()
         b = build_model(p, options, binaries)
         build_s += time.perf_counter() - tb
-        remaining = max(options.time_limit_s - (time.perf_counter() - t0), 1.0)
-        sol = b.lm.solve(remaining, options.mip_gap, options.threads)
-        solve_s += sol.solve_time_s
-        if options.exclusivity != "lazy" or not sol.has_solution:
-            break
-        x = sol.x
-        both = (x[b.ch] > SIMULTANEOUS_KW) & (x[b.dis] > SIMULTANEOUS_KW) & ~binaries
-        if not both.any():
-            break
-        binaries |= both
-        rounds += 1
+        session = b.lm.session(max(options.time_limit_s - (time.perf_counter() - t0), 1.0), options.mip_gap, options.threads)
+        sol = session.relax()
+        if _needs_binaries(b, sol, binaries, options):
+            rounds += 1
+            continue
+        if sol.has_solution and session.has_integers:
+            sol = _integer_solution(b, session, sol)
+            if _needs_binaries(b, sol, binaries, options):  # the integer repair re-planned powers
+                rounds += 1
+                continue
+        break
+    solve_s = time.perf_counter() - t0 - build_s
     violations: tuple[Violation, ...] = ()
     status = sol.status
     if sol.status == "infeasible":
+        tb = time.perf_counter()
         sol = b.lm.solve(max(options.time_limit_s, 10.0), options.mip_gap, options.threads, elastic_penalty=options.infeasibility_penalty_per_kwh)
-        solve_s += sol.solve_time_s
+        solve_s += time.perf_counter() - tb
         if not sol.has_solution:
             raise SolverError(f"the problem is infeasible and the elastic re-solve failed too ({sol.status})")
         violations = _violations(b.lm, sol)
@@ -91,6 +99,32 @@ def optimize(p: Problem, options: SolverOptions = SolverOptions()) -> Schedule:
         exclusivity_binaries=int(binaries.sum()) if options.exclusivity == "lazy" else (int(np.prod(p.shape)) if options.exclusivity == "binary" else 0),
     )
     return extract(b, sol.x[: b.lm.n_cols], stats, violations)
+
+
+def _needs_binaries(b: Built, sol: Solution, binaries: np.ndarray, options: SolverOptions) -> bool:
+    """Lazy exclusivity: mark (in place) where a unit charges and discharges at once without a binary yet."""
+    if options.exclusivity != "lazy" or not sol.has_solution:
+        return False
+    both = (sol.x[b.ch] > SIMULTANEOUS_KW) & (sol.x[b.dis] > SIMULTANEOUS_KW) & ~binaries
+    binaries |= both
+    return bool(both.any())
+
+
+def _integer_solution(b: Built, session: Session, relaxed: Solution) -> Solution:
+    """Cheapest first: scale-down repair (numpy), then the LP with integers fixed, then branch-and-bound."""
+    candidates = []
+    repaired = repair_by_scaling(b, session, relaxed.x)
+    if repaired.has_solution:
+        candidates.append(repaired)
+        if session.proven(repaired):
+            return repaired
+    fixed = session.fix(session.rounded(relaxed.x))
+    if fixed.has_solution:
+        candidates.append(fixed)
+        if session.proven(fixed):
+            return fixed
+    best = max(candidates, key=lambda c: c.objective) if candidates else None
+    return session.branch(best)
 
 
 def _violations(lm: LinearModel, sol: Solution) -> tuple[Violation, ...]:

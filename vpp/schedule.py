@@ -57,7 +57,7 @@ class Violation:
 
 @dataclass(frozen=True, slots=True)
 class SolverStats:
-    status: str  # optimal | time_limit | infeasible_relaxed | ...
+    status: str  # optimal | feasible (MIP gap not proven within the time) | time_limit | infeasible_relaxed
     objective: float
     mip_gap: float
     build_time_s: float
