@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optimizers.model import optimize
@@ -89,10 +89,6 @@ def solve(units, prods, energy, limit_kw=None, options=EXACT):
     assert_schedule_feasible(p, s)
     assert s.stats.objective == pytest.approx(s.total_revenue, rel=1e-9, abs=1e-6)
     return s
-
-
-settings.register_profile("vpp", deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("vpp")
 
 
 @settings(max_examples=60)

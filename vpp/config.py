@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from vpp.device_config import DeviceConfig
+from vpp.device_config import DeviceConfig, MqttBrokerConfig
 from vpp.errors import InputError, InputErrors, from_validation_error
 from vpp.fleet import BatteryUnit, Derate, Fleet, Site, Tariff, TouPeriod
 from vpp.markets import AncillaryProduct, DemandResponseEvent, GateClosure, Market, ProductKind
@@ -231,6 +231,7 @@ class ConfigModel(_Strict):
     solver: SolverModel = SolverModel()
     terminal: TerminalModel = TerminalModel()
     overrides: str | None = Field(None, description="path of the overrides YAML, relative to this file")
+    mqtt: MqttBrokerConfig | None = Field(None, description="the broker MQTT units talk through")
 
 
 class OverrideModel(_Strict):
@@ -286,6 +287,7 @@ class VppConfig:
     solver: SolverOptions
     terminal: TerminalPolicy
     overrides_path: Path | None = None
+    mqtt: MqttBrokerConfig | None = None
 
     @property
     def units(self) -> tuple[BatteryUnit, ...]:
@@ -317,7 +319,7 @@ def to_utc(value: datetime | pd.Timestamp | str, timezone: str) -> pd.Timestamp:
 def load_config(path: str | Path) -> VppConfig:
     """Parse, check and load a config and every file it references. Raises ``InputErrors`` listing all problems."""
     path = Path(path)
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     try:
         model = ConfigModel.model_validate(raw)
     except ValidationError as exc:
@@ -331,7 +333,7 @@ def load_config(path: str | Path) -> VppConfig:
 
 def load_overrides(path: Path, fleet: Fleet, market: Market, timezone: str) -> tuple[Override, ...]:
     """Parse an overrides file against the fleet and market it applies to (unknown ids are errors)."""
-    raw = _read_yaml(path) or {}
+    raw = read_yaml(path) or {}
     try:
         model = OverridesFileModel.model_validate(raw)
     except ValidationError as exc:
@@ -364,7 +366,8 @@ def load_overrides(path: Path, fleet: Fleet, market: Market, timezone: str) -> t
     return tuple(out)
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content, or an ``InputError`` naming the file and line (shared by every YAML the engine reads)."""
     if not path.is_file():
         raise InputError(str(path), "file", str(path), "an existing YAML file")
     try:
@@ -560,6 +563,7 @@ def _build(m: ConfigModel, path: Path, errors: list[InputError]) -> VppConfig | 
         solver=SolverOptions(**m.solver.model_dump()),
         terminal=TerminalPolicy(m.terminal.mode, m.terminal.soc, m.terminal.price_per_mwh),
         overrides_path=overrides_path,
+        mqtt=m.mqtt,
     )
 
 

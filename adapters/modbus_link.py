@@ -1,0 +1,122 @@
+"""Shared Modbus TCP connections: one per gateway host:port, whatever the number of units behind it.
+
+Gateways to RS-485 buses accept few TCP connections and answer one request at a
+time, so every unit on a host:port shares one pymodbus client (which already
+serialises requests). Reconnection has its own back-off here; per-device
+back-off is the adapters' business. Every failure surfaces as ``AdapterError``
+naming host, port, slave and registers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+
+from adapters.base import utcnow
+from adapters.batching import RegisterWindow, Span
+from adapters.health import Backoff
+from vpp.errors import AdapterError
+
+log = logging.getLogger(__name__)
+
+
+class ModbusRefused(AdapterError):
+    """The device answered with a Modbus exception (e.g. illegal address) instead of data."""
+
+
+class ModbusLink:
+    def __init__(self, host: str, port: int, timeout_s: float) -> None:
+        self.host = host
+        self.port = port
+        self.timeout_s = timeout_s
+        self.requests = 0
+        self._client: AsyncModbusTcpClient | None = None
+        self._connect_lock = asyncio.Lock()
+        self._reconnect = Backoff(base_s=0.2, max_s=10.0)
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def read(self, slave_id: int, function: int, address: int, count: int) -> list[int]:
+        """Read ``count`` registers with function 3 (holding) or 4 (input)."""
+        client = await self._connected()
+        call = client.read_holding_registers if function == 3 else client.read_input_registers
+        response = await self._execute(call(address, count=count, device_id=slave_id), slave_id, f"read {address}+{count}")
+        registers = list(response.registers)
+        if len(registers) != count:
+            raise AdapterError(f"modbus {self.name} slave {slave_id}: read {address}+{count} returned {len(registers)} registers")
+        return registers
+
+    async def read_blocks(self, slave_id: int, blocks: Sequence[Span]) -> RegisterWindow:
+        """One request per planned block (see ``batching.plan_reads``)."""
+        window = RegisterWindow()
+        for block in blocks:
+            window.add(block, await self.read(slave_id, block.function, block.address, block.count))
+        return window
+
+    async def write(self, slave_id: int, address: int, values: Sequence[int], function: int = 16) -> None:
+        """Write registers with function 16, or a single register with function 6."""
+        client = await self._connected()
+        if function == 6:
+            request = client.write_register(address, values[0], device_id=slave_id)
+        else:
+            request = client.write_registers(address, list(values), device_id=slave_id)
+        await self._execute(request, slave_id, f"write {address}+{len(values)}")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    async def _execute(self, request, slave_id: int, what: str):
+        self.requests += 1
+        try:
+            response = await request
+        except ModbusException as err:
+            raise AdapterError(f"modbus {self.name} slave {slave_id}: {what}: {err}") from None
+        if response.isError():
+            raise ModbusRefused(f"modbus {self.name} slave {slave_id}: {what}: exception code {response.exception_code}")
+        return response
+
+    async def _connected(self) -> AsyncModbusTcpClient:
+        if self._client is not None and self._client.connected:
+            return self._client
+        async with self._connect_lock:
+            if self._client is None:
+                self._client = AsyncModbusTcpClient(
+                    self.host, port=self.port, timeout=self.timeout_s, retries=0, reconnect_delay=0
+                )
+            if self._client.connected:
+                return self._client
+            now = utcnow()
+            if not self._reconnect.ready(now):
+                raise AdapterError(f"modbus {self.name}: not connected ({self._reconnect.last_error}); retrying at {self._reconnect.retry_at:%H:%M:%S}")
+            if not await self._client.connect():
+                self._reconnect.failure(utcnow(), "connect failed")
+                raise AdapterError(f"modbus {self.name}: connect failed")
+            self._reconnect.success(utcnow())
+            log.info("modbus link=%s connected", self.name)
+            return self._client
+
+
+class ModbusLinks:
+    """The connections of one fleet, keyed by host:port; units with the same gateway get the same link."""
+
+    def __init__(self) -> None:
+        self._links: dict[tuple[str, int], ModbusLink] = {}
+
+    def get(self, host: str, port: int, timeout_s: float) -> ModbusLink:
+        link = self._links.get((host, port))
+        if link is None:
+            link = self._links[(host, port)] = ModbusLink(host, port, timeout_s)
+        else:
+            link.timeout_s = min(link.timeout_s, timeout_s)
+        return link
+
+    def close(self) -> None:
+        for link in self._links.values():
+            link.close()

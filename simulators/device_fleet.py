@@ -1,0 +1,88 @@
+"""A simulated fleet matching a fleet config, so the daemon and demos run against real protocol stacks.
+
+Every unit with a ``device:`` block gets a ``SimulatedUnit`` (its battery from
+the unit's own parameters, its heartbeat timeout from ``revert_s``); Modbus
+units are served by one ``ModbusDeviceServer`` per host:port (SunSpec or
+register-map image by slave id), MQTT units by one ``MqttDeviceSimulator``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from adapters.fleet import mqtt_unit, require_broker
+from adapters.modbus_map import load_register_map
+from adapters.service import Service
+from simulators.battery import BatteryParams
+from simulators.modbus_map_server import RegisterMapImage
+from simulators.modbus_server import ModbusDeviceServer, RegisterImage
+from simulators.mqtt_device import MqttDeviceSimulator
+from simulators.sim_unit import SimulatedUnit
+from simulators.sunspec_server import SunSpecImage
+from vpp.device_config import ModbusMapDevice, MqttBrokerConfig, MqttDevice, SunSpecDevice
+from vpp.fleet import BatteryUnit
+
+
+def simulated_unit(unit: BatteryUnit, revert_s: float) -> SimulatedUnit:
+    params = BatteryParams(
+        energy_kwh=unit.energy_kwh,
+        max_charge_kw=unit.max_charge_kw,
+        max_discharge_kw=unit.max_discharge_kw,
+        soc_min=unit.soc_min,
+        soc_max=unit.soc_max,
+        eta_charge=unit.eta_charge,
+        eta_discharge=unit.eta_discharge,
+        self_discharge_per_h=unit.self_discharge_per_h,
+    )
+    return SimulatedUnit(unit.id, params, soc=unit.initial_soc, heartbeat_timeout_s=revert_s)
+
+
+class SimulatedFleet(Service):
+    def __init__(
+        self,
+        units: Sequence[BatteryUnit],
+        broker: MqttBrokerConfig | None,
+        config_dir: Path,
+        tick_s: float = 0.5,
+        publish_s: float = 1.0,
+    ) -> None:
+        require_broker(units, broker, str(config_dir))
+        self.units: dict[str, SimulatedUnit] = {}
+        gateways: dict[tuple[str, int], dict[int, RegisterImage]] = defaultdict(dict)
+        mqtt_devices = []
+        for unit in units:
+            device = unit.device
+            if device is None:
+                continue
+            sim = self.units[unit.id] = simulated_unit(unit, device.revert_s)
+            if isinstance(device, SunSpecDevice):
+                gateways[(device.host, device.port)][device.slave_id] = SunSpecImage(sim, slave_id=device.slave_id)
+            elif isinstance(device, ModbusMapDevice):
+                register_map = load_register_map(config_dir / device.register_map)
+                gateways[(device.host, device.port)][device.slave_id] = RegisterMapImage(sim, register_map)
+            elif isinstance(device, MqttDevice):
+                mqtt_devices.append((mqtt_unit(unit, device), sim))
+        self.servers = [ModbusDeviceServer(images, host, port, tick_s) for (host, port), images in gateways.items()]
+        self.mqtt = MqttDeviceSimulator(broker, mqtt_devices, publish_s) if mqtt_devices and broker is not None else None
+
+    async def start(self) -> None:
+        for server in self.servers:
+            await server.start()
+        if self.mqtt is not None:
+            await self.mqtt.start()
+
+    async def stop(self) -> None:
+        if self.mqtt is not None:
+            await self.mqtt.stop()
+        for server in self.servers:
+            await server.stop()
+
+    def endpoints(self) -> list[str]:
+        """One line per simulated endpoint, for the CLI."""
+        lines = [f"modbus {s.host}:{s.port} slaves {sorted(s.images)}" for s in self.servers]
+        if self.mqtt is not None:
+            broker = self.mqtt.session.broker
+            lines.append(f"mqtt {broker.host}:{broker.port} units {len(self.mqtt.devices)}")
+        return lines
