@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import highspy
@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 INF = np.inf
 CONTINUOUS, INTEGER, SEMI_CONTINUOUS, SEMI_INTEGER = 0, 1, 2, 3
-ABS_GAP = 1e-6  # HiGHS' default mip_abs_gap: objective differences below this are noise
+ABS_GAP = 1e-6  # currency: objective differences below this are noise (HiGHS' default mip_abs_gap)
 _HIGHS_TYPES = {
     CONTINUOUS: highspy.HighsVarType.kContinuous,
     INTEGER: highspy.HighsVarType.kInteger,
@@ -58,7 +58,6 @@ class Solution:
     objective: float
     mip_gap: float
     solve_time_s: float
-    row_activity: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def has_solution(self) -> bool:
@@ -223,11 +222,9 @@ class Session:
     """One model in one HiGHS instance, solved in stages that warm-start from each other.
 
     ``relax`` solves the LP relaxation (its objective bounds every integer
-    solution); ``fix`` re-solves with the integer columns fixed (warm, from the
-    relaxation's basis, with a time limit of its own); ``branch`` runs
-    branch-and-bound seeded with the best point so far. ``fix`` also takes other
-    columns, so a caller can fix a repaired point's decisions and let the LP
-    re-plan the rest.
+    solution); ``fix`` re-solves with the integer columns fixed, warm from the
+    relaxation's basis; ``branch`` runs branch-and-bound seeded with that point
+    and polishes its answer to exact integers.
     """
 
     def __init__(self, a, cost, offset, col_lb, col_ub, kinds, row_lb, row_ub, time_limit_s, mip_gap, threads) -> None:
@@ -237,7 +234,6 @@ class Session:
         self.ints = np.flatnonzero(kinds != CONTINUOUS).astype(np.int32)
         self.h = _highs(a, cost, offset, np.where(kinds >= SEMI_CONTINUOUS, 0.0, col_lb), col_ub, row_lb, row_ub, time_limit_s, mip_gap, threads)
         self.bound = np.inf
-        self._relax_s = 0.0
 
     @property
     def has_integers(self) -> bool:
@@ -250,12 +246,11 @@ class Session:
         return max((self.bound - objective) / max(abs(self.bound), 1.0), 0.0)  # HiGHS' convention
 
     def proven(self, sol: Solution) -> bool:
-        """Within the relative MIP gap of the bound, or within HiGHS' default absolute gap (1e-6)."""
+        """Within the relative MIP gap of the bound, or within ``ABS_GAP`` of it."""
         return sol.has_solution and (sol.mip_gap <= self.mip_gap or self.bound - sol.objective <= ABS_GAP)
 
     def relax(self) -> Solution:
         sol = _run(self.h, mip=False)
-        self._relax_s = sol.solve_time_s
         if sol.has_solution:
             self.bound = sol.objective
         return self._timed(sol)
@@ -273,12 +268,17 @@ class Session:
         out[semi & (out < lo - 1e-9)] = 0.0
         return np.clip(out, np.where(semi, 0.0, lo), hi)
 
-    def fix(self, values: np.ndarray, cols: np.ndarray | None = None) -> Solution:
-        """Warm LP with columns ``cols`` (default: the integer columns) at ``values``; abandoned after a
-        few relaxation-times."""
-        cols = self.ints if cols is None else cols.astype(np.int32)
+    def fix(self, values: np.ndarray) -> Solution:
+        """LP with the integer columns at ``values``, warm from the current basis.
+
+        Offering less is feasible unless a site limit binds (a unit can make up
+        the smaller expected deployment with the headroom the allocation freed),
+        so this is the repair; on a large fleet it is the only stage that can
+        finish (branch-and-bound could not), so it gets the remaining time.
+        """
+        cols = self.ints
         self.h.changeColsBounds(cols.size, cols, values, values)
-        self.h.setOptionValue("time_limit", min(4.0 * self._relax_s + 2.0, self.remaining_s()))
+        self.h.setOptionValue("time_limit", self.remaining_s())
         sol = _run(self.h, mip=False)
         relaxed_lb = np.where(self.kinds >= SEMI_CONTINUOUS, 0.0, self.col_lb)
         self.h.changeColsBounds(cols.size, cols, relaxed_lb[cols], self.col_ub[cols])
@@ -298,17 +298,22 @@ class Session:
             start.value_valid = True
             h.setSolution(start)
         sol = _run(h, mip=True)
+        if sol.status == "error":
+            # HiGHS' own advice when its answer leaves a semi-integer column slightly out of its domain
+            h.setOptionValue("mip_feasibility_tolerance", 1e-9)
+            h.setOptionValue("time_limit", self.remaining_s())
+            sol = _run(h, mip=True)
         if not sol.has_solution:
             if seed is None:
                 return self._timed(sol)
             # out of time (or a solver error): the seed stands, with its proven gap
             status = "optimal" if self.proven(seed) else "feasible"
-            return self._timed(Solution(status, seed.x, seed.objective, seed.mip_gap, 0.0, seed.row_activity))
+            return self._timed(Solution(status, seed.x, seed.objective, seed.mip_gap, 0.0))
         # Integers come back within HiGHS' integrality tolerance (a binary at 0.9999999 lets 1e-5 kW
         # through): polish to exact integers with the LP re-solved around them.
         h.changeColsIntegrality(ints.size, ints, np.full(ints.size, _HIGHS_TYPES[CONTINUOUS], dtype=np.uint8))
         polished = self.fix(self.rounded(sol.x))
-        if polished.has_solution and polished.objective >= sol.objective - 1e-6 * max(1.0, abs(sol.objective)):
+        if polished.has_solution and polished.objective >= sol.objective - max(self.mip_gap * max(1.0, abs(sol.objective)), ABS_GAP):
             polished.status, polished.mip_gap = sol.status, sol.mip_gap
             return self._timed(polished)
         return self._timed(sol)
@@ -362,6 +367,5 @@ def _run(h: highspy.Highs, mip: bool) -> Solution:
         name = "time_limit_no_solution"
     sol = h.getSolution()
     x = np.asarray(sol.col_value) if has_x else np.zeros(0)
-    act = np.asarray(sol.row_value) if has_x else np.zeros(0)
     gap = float(info.mip_gap) if mip and has_x else 0.0
-    return Solution(name, x, float(info.objective_function_value) if has_x else float("nan"), gap, elapsed, act)
+    return Solution(name, x, float(info.objective_function_value) if has_x else float("nan"), gap, elapsed)

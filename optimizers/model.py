@@ -8,9 +8,9 @@ relaxation its objective is at least the full model's optimum: so it is optimal
 (within the MIP gap). Most price series never need a binary at all.
 
 Integer parts (bid blocks, DR commitments, charge-mode binaries) are settled
-from the LP relaxation, cheapest first: a scale-down repair, the LP with the
-integers fixed, and branch-and-bound only when neither is within the MIP gap
-of the relaxation's bound (see ``repair.py`` and ``lp.Session``).
+from the LP relaxation: rounded, then the LP re-solved around them warm, and
+branch-and-bound only when that point is not within the MIP gap of the
+relaxation's bound (see ``lp.Session``).
 
 Infeasible problems are re-solved with penalized slacks on every row, and the
 rows that had to give are reported by family, unit/site and interval.
@@ -27,7 +27,6 @@ from optimizers.demand_response import add_demand_response
 from optimizers.lp import LinearModel, Session, Solution
 from optimizers.overrides import add_overrides
 from optimizers.problem import Problem
-from optimizers.repair import repair_by_scaling
 from optimizers.reserves import add_reserves
 from optimizers.revenue import objective_offset, revenue_streams
 from optimizers.sites import add_sites
@@ -68,7 +67,7 @@ def optimize(p: Problem, options: SolverOptions = SolverOptions()) -> Schedule:
             rounds += 1
             continue
         if sol.has_solution and session.has_integers:
-            sol = _integer_solution(b, session, sol)
+            sol = _integer_solution(session, sol)
             if _needs_binaries(b, sol, binaries, options):  # the integer repair re-planned powers
                 rounds += 1
                 continue
@@ -110,21 +109,13 @@ def _needs_binaries(b: Built, sol: Solution, binaries: np.ndarray, options: Solv
     return bool(both.any())
 
 
-def _integer_solution(b: Built, session: Session, relaxed: Solution) -> Solution:
-    """Cheapest first: scale-down repair (numpy), then the LP with integers fixed, then branch-and-bound."""
-    candidates = []
-    repaired = repair_by_scaling(b, session, relaxed.x)
-    if repaired.has_solution:
-        candidates.append(repaired)
-        if session.proven(repaired):
-            return repaired
+def _integer_solution(session: Session, relaxed: Solution) -> Solution:
+    """Round the integers (bids down to whole blocks, 0 below the minimum), re-solve the LP around them
+    warm; branch-and-bound, seeded with that point, only if its proven gap is too large."""
     fixed = session.fix(session.rounded(relaxed.x))
-    if fixed.has_solution:
-        candidates.append(fixed)
-        if session.proven(fixed):
-            return fixed
-    best = max(candidates, key=lambda c: c.objective) if candidates else None
-    return session.branch(best)
+    if session.proven(fixed):
+        return fixed
+    return session.branch(fixed if fixed.has_solution else None)
 
 
 def _violations(lm: LinearModel, sol: Solution) -> tuple[Violation, ...]:

@@ -8,7 +8,7 @@ currency per MWh (energy) so every module converts once, at the edge.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -126,19 +126,6 @@ class Site:
 class Fleet:
     sites: tuple[Site, ...]
     units: tuple[BatteryUnit, ...]
-    site_index: dict[str, int] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "site_index", {s.id: i for i, s in enumerate(self.sites)})
-
-    def site_of(self, unit: BatteryUnit) -> Site:
-        return self.sites[self.site_index[unit.site_id]]
-
-    def subset(self, unit_ids: list[str]) -> Fleet:
-        keep = set(unit_ids)
-        units = tuple(u for u in self.units if u.id in keep)
-        site_ids = {u.site_id for u in units}
-        return Fleet(tuple(s for s in self.sites if s.id in site_ids), units)
 
 
 def _interval(index: pd.DatetimeIndex) -> pd.Timedelta:
