@@ -37,3 +37,9 @@ class Built:
     def soc_start(self) -> np.ndarray:
         """(U, T) column of the SoC at the start of each interval; -1 at t = 0 (the constant initial SoC)."""
         return np.concatenate([np.full((self.soc.shape[0], 1), -1), self.soc[:, :-1]], axis=1)
+
+
+def pair_labels(ids: tuple[str, ...], index, i: np.ndarray, t: np.ndarray) -> tuple[list, ...]:
+    """Row labels for a block over scattered (element, interval) pairs: one (id, interval start) per row."""
+    return (list(zip(np.array(ids)[i], index[t])),)
+

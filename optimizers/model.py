@@ -124,7 +124,7 @@ def _violations(lm: LinearModel, sol: Solution) -> tuple[Violation, ...]:
     out = []
     for r in np.flatnonzero(slack > 1e-6):
         family, where = lm.locate_row(int(r))
-        parts = [w for w in (where[0] if where and isinstance(where[0], tuple) else where)]
+        parts = where[0] if where and isinstance(where[0], tuple) else where  # pair labels carry (id, time)
         stamp = next((w for w in parts if hasattr(w, "isoformat")), None)
         element = ",".join(str(w) for w in parts if not hasattr(w, "isoformat")) or "fleet"
         out.append(Violation(family, element, stamp, float(slack[r])))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from optimizers.context import Built
+from optimizers.context import Built, pair_labels
 
 
 def add_overrides(b: Built) -> None:
@@ -17,11 +17,10 @@ def add_overrides(b: Built) -> None:
     assert b.imp is not None and b.exp is not None
     u, t = np.nonzero(np.isfinite(p.forced_unit_kw))
     if u.size:
-        labels = (list(zip(np.array(p.unit_ids)[u], p.index[t])),)
-        lm.constrain("override_unit_power", [(1.0, b.dis[u, t]), (-1.0, b.ch[u, t])], lb=p.forced_unit_kw[u, t], ub=p.forced_unit_kw[u, t], labels=labels)
+        lm.constrain("override_unit_power", [(1.0, b.dis[u, t]), (-1.0, b.ch[u, t])], lb=p.forced_unit_kw[u, t], ub=p.forced_unit_kw[u, t], labels=pair_labels(p.unit_ids, p.index, u, t))
     s, t = np.nonzero(np.isfinite(p.forced_site_kw))
     if s.size:
-        rows = lm.rows("override_site_power", (s.size,), lb=p.forced_site_kw[s, t], ub=p.forced_site_kw[s, t], labels=(list(zip(np.array(p.site_ids)[s], p.index[t])),))
+        rows = lm.rows("override_site_power", (s.size,), lb=p.forced_site_kw[s, t], ub=p.forced_site_kw[s, t], labels=pair_labels(p.site_ids, p.index, s, t))
         for k in range(s.size):
             members = np.flatnonzero(p.unit_site == s[k])
             lm.add_terms(rows[k], 1.0, b.dis[members, t[k]])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from optimizers.context import Built
+from optimizers.context import Built, pair_labels
 from optimizers.lp import INF, INTEGER, LinearModel
 from optimizers.problem import Problem
 
@@ -74,5 +74,6 @@ def add_exclusivity(b: Built, mode: str, mask: np.ndarray) -> None:
         return
     u, t = np.nonzero(mask)
     m = lm.var("charging_mode", (len(u),), 0.0, 1.0, kind=INTEGER)
-    lm.constrain("charge_if_mode", [(1.0, b.ch[u, t]), (-p.p_ch_max[u, t], m)], ub=0.0, labels=(list(zip(np.array(p.unit_ids)[u], p.index[t])),))
-    lm.constrain("discharge_if_not_mode", [(1.0, b.dis[u, t]), (p.p_dis_max[u, t], m)], ub=p.p_dis_max[u, t], labels=(list(zip(np.array(p.unit_ids)[u], p.index[t])),))
+    labels = pair_labels(p.unit_ids, p.index, u, t)
+    lm.constrain("charge_if_mode", [(1.0, b.ch[u, t]), (-p.p_ch_max[u, t], m)], ub=0.0, labels=labels)
+    lm.constrain("discharge_if_not_mode", [(1.0, b.dis[u, t]), (p.p_dis_max[u, t], m)], ub=p.p_dis_max[u, t], labels=labels)
