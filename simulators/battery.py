@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vpp.physics import soc_power_limits
+
 
 @dataclass(frozen=True, slots=True)
 class BatteryParams:
@@ -32,12 +34,17 @@ class BatteryStep:
 
 def power_limits(params: BatteryParams, soc: float, dt_h: float) -> tuple[float, float]:
     """(max_charge_kw, max_discharge_kw) that keep SoC inside its window at the end of a ``dt_h`` step."""
-    retained = soc * (1.0 - params.self_discharge_per_h * dt_h)
-    headroom_kwh = (params.soc_max - retained) * params.energy_kwh
-    available_kwh = (retained - params.soc_min) * params.energy_kwh
-    max_charge = headroom_kwh / (params.eta_charge * dt_h)
-    max_discharge = available_kwh * params.eta_discharge / dt_h
-    return _clamp(max_charge, 0.0, params.max_charge_kw), _clamp(max_discharge, 0.0, params.max_discharge_kw)
+    max_charge, max_discharge = soc_power_limits(
+        soc,
+        energy_kwh=params.energy_kwh,
+        soc_min=params.soc_min,
+        soc_max=params.soc_max,
+        eta_charge=params.eta_charge,
+        eta_discharge=params.eta_discharge,
+        self_discharge_per_h=params.self_discharge_per_h,
+        dt_h=dt_h,
+    )
+    return min(float(max_charge), params.max_charge_kw), min(float(max_discharge), params.max_discharge_kw)
 
 
 def step(params: BatteryParams, soc: float, power_kw: float, dt_h: float) -> BatteryStep:

@@ -53,7 +53,7 @@ class BatteryUnit:
         if not self.derates or len(index) == 0:
             return factor
         starts = index
-        ends = index + _interval(index)
+        ends = index + interval_length(index)
         for d in self.derates:
             overlap = (starts < pd.Timestamp(d.end)) & (ends > pd.Timestamp(d.start))
             factor[overlap] = np.minimum(factor[overlap], d.factor)
@@ -128,7 +128,7 @@ class Fleet:
     units: tuple[BatteryUnit, ...]
 
 
-def _interval(index: pd.DatetimeIndex) -> pd.Timedelta:
+def interval_length(index: pd.DatetimeIndex) -> pd.Timedelta:
     if index.freq is not None:
         return pd.Timedelta(index.freq)
     if len(index) > 1:
