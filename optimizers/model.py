@@ -140,7 +140,7 @@ def extract(b: Built, x: np.ndarray, stats: SolverStats, violations: tuple[Viola
     commitments = {eid: float(q.value(x)[0]) for eid, q in b.commitments.items()}
     assert b.imp is not None and b.exp is not None
     site_net = x[b.exp] - x[b.imp]
-    revenue, unit_revenue = revenue_streams(p, ch, dis, soc, reserve, bids, commitments, x[b.imp], x[b.exp])
+    revenue, unit_revenue = revenue_streams(p, ch, dis, soc, reserve, commitments)
     return Schedule(
         index=p.index,
         unit_ids=p.unit_ids,

@@ -45,6 +45,7 @@ class EventData:
     min_kw: float
     increment_kw: float
     mandatory: bool
+    shortfall_penalty_per_mwh: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,9 @@ def build_problem(
         else:
             baseline = net_load[members].sum(axis=0)
         events.append(
-            EventData(e.id, active, members, baseline, e.capacity_price_per_kw + e.energy_price_per_mwh * e.duration_h / 1000.0, e.min_kw, e.increment_kw, e.mandatory)
+            EventData(
+                e.id, active, members, baseline, e.capacity_price_per_kw + e.energy_price_per_mwh * e.duration_h / 1000.0, e.min_kw, e.increment_kw, e.mandatory, e.shortfall_penalty_per_mwh
+            )
         )
 
     return Problem(

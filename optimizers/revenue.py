@@ -20,66 +20,84 @@ def revenue_streams(
     dis: np.ndarray,
     soc: np.ndarray,
     reserve: dict[str, np.ndarray],
-    bids: dict[str, np.ndarray],
     commitments: dict[str, float],
-    imp: np.ndarray,
-    exp: np.ndarray,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Totals by stream, and by stream per unit: sums of ``revenue_by_interval``."""
+    matrices = revenue_by_interval(p, ch, dis, soc, reserve, commitments)
+    return {k: float(m.sum()) for k, m in matrices.items()}, {k: m.sum(axis=1) for k, m in matrices.items()}
+
+
+def revenue_by_interval(
+    p: Problem,
+    ch: np.ndarray,
+    dis: np.ndarray,
+    soc: np.ndarray,
+    reserve: dict[str, np.ndarray],
+    commitments: dict[str, float],
+) -> dict[str, np.ndarray]:
+    """Every stream as a (U, T) matrix: what each unit earned in each interval.
+
+    The optimizer's expected revenue and the settlement of metered operation
+    (``vpp.settlement``) both come from here, so a backtest with perfect
+    foresight settles to exactly what was planned. Site-level amounts (retail
+    savings) are split over the site's units by their |power| in the interval;
+    per-horizon amounts (DR payment, demand charge) are booked where they were
+    earned: the DR payment over the event's intervals by delivered discharge,
+    the demand-charge saving at the horizon's last interval.
+    """
     U, T = p.shape
     dt = p.dt_h
     net = dis - ch
-    streams: dict[str, float] = {}
-    per_unit: dict[str, np.ndarray] = {}
-
-    def put(name: str, unit_values: np.ndarray, total: float | None = None) -> None:
-        streams[name] = float(unit_values.sum() if total is None else total)
-        per_unit[name] = unit_values
+    out: dict[str, np.ndarray] = {}
 
     if p.wholesale_unit.any():
-        put("energy", np.where(p.wholesale_unit, (net * p.energy_price_per_mwh * dt / 1000.0).sum(axis=1), 0.0))
+        out["energy"] = np.where(p.wholesale_unit[:, None], net * p.energy_price_per_mwh[None, :] * dt / 1000.0, 0.0)
 
     retail = p.retail_site
     if retail.any():
+        site_net = np.zeros((len(p.site_ids), T))
+        np.add.at(site_net, p.unit_site, net)
+        imp = np.maximum(p.site_net_load_kw - site_net, 0.0)
+        exp = np.maximum(site_net - p.site_net_load_kw, 0.0)
         base_imp, base_exp = np.maximum(p.site_net_load_kw, 0.0), np.maximum(-p.site_net_load_kw, 0.0)
-        cost = lambda i, e: ((p.tou_price_per_mwh * i - p.feed_in_per_mwh * e) * dt / 1000.0).sum(axis=1)  # noqa: E731
-        site_savings = np.where(retail, cost(base_imp, base_exp) - cost(imp, exp), 0.0)
-        marginal = (p.tou_price_per_mwh[p.unit_site] * net * dt / 1000.0).sum(axis=1)
-        put("tou_savings", _share(site_savings, p.unit_site, marginal, p.e_max), float(site_savings.sum()))
+        cost = lambda i, e: (p.tou_price_per_mwh * i - p.feed_in_per_mwh * e) * dt / 1000.0  # noqa: E731
+        site_savings = np.where(retail[:, None], cost(base_imp, base_exp) - cost(imp, exp), 0.0)
+        out["tou_savings"] = _share(site_savings, p.unit_site, np.abs(net), p.e_max)
         charged = retail & (p.demand_charge_per_kw > 0)
-        if charged.any():
+        if charged.any() and T:
             base_peak = np.maximum(p.peak_so_far_kw, base_imp.max(axis=1))
             peak = np.maximum(p.peak_so_far_kw, imp.max(axis=1))
-            dc = np.where(charged, p.demand_charge_per_kw * (base_peak - peak), 0.0)
-            put("demand_charge_savings", _share(dc, p.unit_site, np.zeros(U), p.e_max), float(dc.sum()))
+            booked = np.zeros((len(p.site_ids), T))
+            booked[:, -1] = np.where(charged, p.demand_charge_per_kw * (base_peak - peak), 0.0)
+            out["demand_charge_savings"] = _share(booked, p.unit_site, np.zeros((U, T)), p.e_max)
 
     for prod in p.products:
         capacity = prod.value_per_mw_h * dt / 1000.0
-        put(prod.id, (reserve[prod.id] * capacity[None, :]).sum(axis=1), float((bids[prod.id] * capacity).sum()))
+        out[prod.id] = reserve[prod.id] * capacity[None, :]
         if prod.deployment_fraction and p.energy_price_per_mwh.any():
             # expected deployed energy, settled at the spot price: sold for up, bought for down
             energy = (1.0 if prod.is_up else -1.0) * prod.deployment_fraction * p.energy_price_per_mwh * dt / 1000.0
-            put(f"{prod.id}.deployment_energy", (reserve[prod.id] * energy[None, :]).sum(axis=1), float((bids[prod.id] * energy).sum()))
+            out[f"{prod.id}.deployment_energy"] = reserve[prod.id] * energy[None, :]
 
     if p.events:
-        dr_units = np.zeros(U)
-        total = 0.0
+        dr = np.zeros((U, T))
         for e in p.events:
             if e.id not in commitments:
                 continue
-            amount = e.value_per_kw * commitments[e.id]
-            total += amount
-            members = e.sites[p.unit_site]
-            delivered = np.where(members, np.maximum(net[:, e.active], 0.0).sum(axis=1), 0.0)
-            weights = delivered if delivered.sum() > 0 else np.where(members, p.e_max, 0.0)
+            members = e.sites[p.unit_site][:, None] & e.active[None, :]
+            delivered = np.where(members, np.maximum(net, 0.0), 0.0)
+            weights = delivered if delivered.sum() > 0 else np.where(members, p.e_max[:, None], 0.0)
             if weights.sum() > 0:
-                dr_units += amount * weights / weights.sum()
-        put("demand_response", dr_units, total)
+                dr += e.value_per_kw * commitments[e.id] * weights / weights.sum()
+        out["demand_response"] = dr
 
     if (p.deg_cost_per_mwh > 0).any():
-        put("degradation", -(p.deg_cost_per_mwh / 1000.0 * dt) * dis.sum(axis=1))
-    if p.terminal_value_per_mwh:
-        put("terminal_value", p.terminal_value_per_mwh / 1000.0 * p.eta_dis * (soc[:, -1] - soc[:, 0]))
-    return streams, per_unit
+        out["degradation"] = -(p.deg_cost_per_mwh[:, None] / 1000.0 * dt) * dis
+    if p.terminal_value_per_mwh and T:
+        terminal = np.zeros((U, T))
+        terminal[:, -1] = p.terminal_value_per_mwh / 1000.0 * p.eta_dis * (soc[:, -1] - soc[:, 0])
+        out["terminal_value"] = terminal
+    return out
 
 
 def objective_offset(p: Problem) -> float:
@@ -99,12 +117,12 @@ def objective_offset(p: Problem) -> float:
 
 
 def _share(site_amount: np.ndarray, unit_site: np.ndarray, weights: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """Split each site's amount over its units in proportion to ``weights`` (else ``fallback``)."""
-    out = np.zeros(len(unit_site))
-    for s in np.unique(unit_site):
-        members = unit_site == s
-        w = np.maximum(weights[members], 0.0)
-        if w.sum() <= 0:
-            w = fallback[members]
-        out[members] = site_amount[s] * w / w.sum()
-    return out
+    """Split each site's (S, T) amount over its units in proportion to ``weights`` (U, T) in each
+    interval; where a site's units have no weight, in proportion to ``fallback`` (U,)."""
+    w = np.maximum(weights, 0.0)
+    site_w = np.zeros_like(site_amount)
+    np.add.at(site_w, unit_site, w)
+    site_fb = np.bincount(unit_site, fallback, site_amount.shape[0])
+    use_w = site_w[unit_site] > 0
+    share = np.where(use_w, w / np.where(use_w, site_w[unit_site], 1.0), (fallback / site_fb[unit_site])[:, None])
+    return site_amount[unit_site] * share
