@@ -7,7 +7,16 @@ import pandas as pd
 import pytest
 
 from optimizers.model import optimize
-from tests.builders import dr_event, flat_tariff, hours, market, problem, product, unit, wholesale_site
+from tests.builders import (
+    dr_event,
+    flat_tariff,
+    hours,
+    market,
+    problem,
+    product,
+    unit,
+    wholesale_site,
+)
 from vpp.fleet import Site
 from vpp.markets import ProductKind
 from vpp.schedule import SolverOptions

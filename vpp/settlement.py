@@ -84,7 +84,6 @@ def dr_shortfall(problem: Problem, power_kw: np.ndarray, dr_commitment_kw: dict[
 
 
 def _long(problem: Problem, streams: dict[str, np.ndarray], currency_exponent: int) -> pd.DataFrame:
-    n_units, n_t = problem.shape
     if not streams:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(COLUMNS, ["datetime64[ns, UTC]", str, str, str, float, "int64"])})
     names = list(streams)
