@@ -27,6 +27,7 @@ def add_demand_response(b: Built) -> None:
         b.commitments[e.id] = c
         # Σ_s (export - import) - C >= -baseline   <=>   baseline - net import >= C
         rows = lm.rows(f"dr_delivery.{e.id}", (t.size,), lb=-e.baseline_kw[t], labels=(p.index[t],))
+        b.rows[f"dr_delivery.{e.id}"] = np.where(e.active, np.cumsum(e.active) - 1 + rows[0], -1)  # (T,) row or -1
         s = np.flatnonzero(e.sites)
         lm.add_terms(rows[None, :], 1.0, b.exp[s][:, t])
         lm.add_terms(rows[None, :], -1.0, b.imp[s][:, t])

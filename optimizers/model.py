@@ -24,7 +24,7 @@ import numpy as np
 
 from optimizers.context import Built
 from optimizers.demand_response import add_demand_response
-from optimizers.lp import LinearModel, Session, Solution
+from optimizers.lp import LinearModel, Session, Solution, Warm
 from optimizers.overrides import add_overrides
 from optimizers.problem import Problem
 from optimizers.reserves import add_reserves
@@ -52,7 +52,26 @@ def build_model(p: Problem, options: SolverOptions, binaries: np.ndarray | None 
     return b
 
 
-def optimize(p: Problem, options: SolverOptions = SolverOptions()) -> Schedule:
+def optimize(p: Problem, options: SolverOptions = SolverOptions(), warm: Warm | None = None) -> Schedule:
+    """The schedule for ``p``: identical units aggregated (``optimizers.aggregate``), then solved
+    whole or decomposed as ``options.decomposition`` says (``optimizers.decompose``). ``warm``
+    reuses a HiGHS instance and bases across calls (decomposition pieces)."""
+    if warm is not None:
+        return _monolithic(p, options, warm)
+    from optimizers.aggregate import aggregate, disaggregate, identical_groups
+
+    groups = identical_groups(p)
+    if len(groups) < len(p.unit_ids):
+        return disaggregate(p, groups, optimize(aggregate(p, groups), options))
+    if options.decomposition != "off":
+        from optimizers.decompose import decomposed, should_decompose
+
+        if should_decompose(p, options):
+            return decomposed(p, options)
+    return _monolithic(p, options, None)
+
+
+def _monolithic(p: Problem, options: SolverOptions, warm: Warm | None) -> Schedule:
     t0 = time.perf_counter()
     binaries = np.zeros(p.shape, bool)
     build_s = 0.0
@@ -61,7 +80,7 @@ def optimize(p: Problem, options: SolverOptions = SolverOptions()) -> Schedule:
         tb = time.perf_counter()
         b = build_model(p, options, binaries)
         build_s += time.perf_counter() - tb
-        session = b.lm.session(max(options.time_limit_s - (time.perf_counter() - t0), 1.0), options.mip_gap, options.threads)
+        session = b.lm.session(max(options.time_limit_s - (time.perf_counter() - t0), 1.0), options.mip_gap, options.threads, warm=warm)
         sol = session.relax()
         if _needs_binaries(b, sol, binaries, options):
             rounds += 1
@@ -96,8 +115,9 @@ def optimize(p: Problem, options: SolverOptions = SolverOptions()) -> Schedule:
         n_integer=b.lm.n_integer,
         exclusivity_rounds=rounds,
         exclusivity_binaries=int(binaries.sum()) if options.exclusivity == "lazy" else (int(np.prod(p.shape)) if options.exclusivity == "binary" else 0),
+        bound=float(session.bound) if not violations else float("nan"),
     )
-    return extract(b, sol.x[: b.lm.n_cols], stats, violations)
+    return extract(b, sol.x[: b.lm.n_cols], stats, violations, sol.row_dual)
 
 
 def _needs_binaries(b: Built, sol: Solution, binaries: np.ndarray, options: SolverOptions) -> bool:
@@ -131,8 +151,14 @@ def _violations(lm: LinearModel, sol: Solution) -> tuple[Violation, ...]:
     return tuple(out)
 
 
-def extract(b: Built, x: np.ndarray, stats: SolverStats, violations: tuple[Violation, ...] = ()) -> Schedule:
+def extract(b: Built, x: np.ndarray, stats: SolverStats, violations: tuple[Violation, ...] = (), row_dual: np.ndarray | None = None) -> Schedule:
     p = b.p
+    dr_price = {}
+    if row_dual is not None and row_dual.size:
+        for e in p.events:
+            rows = b.rows.get(f"dr_delivery.{e.id}")
+            if rows is not None:
+                dr_price[e.id] = np.where(rows >= 0, np.abs(row_dual[np.maximum(rows, 0)]), 0.0)
     ch, dis = x[b.ch], x[b.dis]
     soc = np.concatenate([p.soc0_kwh[:, None], x[b.soc]], axis=1)
     reserve = {pid: x[r_ch] + x[r_dis] for pid, (r_ch, r_dis) in b.reserve.items()}
@@ -157,4 +183,5 @@ def extract(b: Built, x: np.ndarray, stats: SolverStats, violations: tuple[Viola
         unit_revenue=unit_revenue,
         stats=stats,
         violations=violations,
+        dr_price_per_kw=dr_price,
     )

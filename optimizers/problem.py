@@ -84,6 +84,12 @@ class Problem:
     forced_site_kw: np.ndarray  # (S, T) NaN = free
     fleet_export_cap_kw: np.ndarray  # (T,) NaN = none
     fleet_import_cap_kw: np.ndarray  # (T,)
+    # (S, T) value per kW of net export (export − import) in an interval, beyond any tariff: the price a
+    # decomposition puts on coupling constraints (DR delivery); None everywhere else
+    grid_value_per_kw: np.ndarray | None = None
+    # (U, T) +1: may only discharge, -1: may only charge, 0: either; None: either everywhere. A repair
+    # that keeps each unit's direction from a solution it adjusts never needs exclusivity binaries.
+    direction: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -35,12 +35,15 @@ def add_quantity(
     minimum: float,
     maximum: np.ndarray,
     mandatory: bool = False,
+    fixed: np.ndarray | None = None,
     labels: tuple = (),
 ) -> Quantity:
     """``maximum`` (broadcast to ``shape``) bounds q; 0 blocks it. A mandatory quantity must meet ``minimum``.
 
     The rule "0, or at least the minimum, in whole increments" is exactly a HiGHS
     semi-integer column (semi-continuous without increments): no extra binary or rows.
+    ``fixed`` (NaN = free) pins q where it is already decided (a submitted bid) through the
+    column's bounds, so a model that is re-solved with other pins keeps its structure (and basis).
     """
     maximum = np.broadcast_to(np.asarray(maximum, float), shape)
     unit = increment if increment > 0 else 1.0
@@ -56,5 +59,9 @@ def add_quantity(
     else:
         kind = INTEGER if increment > 0 else CONTINUOUS
         lb = 0.0
+    if fixed is not None:
+        pinned = np.isfinite(fixed)
+        lb = np.where(pinned, np.nan_to_num(fixed) / unit, lb)
+        top = np.where(pinned, np.nan_to_num(fixed) / unit, top)
     cols = lm.var(f"{name}.blocks" if increment > 0 else name, shape, lb, top, kind=kind, labels=labels)
     return Quantity(cols, unit)

@@ -96,14 +96,11 @@ def _add_product(b: Built, prod: ProductData) -> None:
         lm.add_terms(room[p.unit_site], 1.0, r_dis)
 
     max_bid = np.where(prod.blocked, 0.0, (cap_ch + cap_dis).sum(axis=0))
-    bid = add_quantity(lm, f"bid.{prod.id}", (T,), increment=prod.increment_kw, minimum=prod.min_kw, maximum=max_bid, labels=(p.index,))
+    bid = add_quantity(lm, f"bid.{prod.id}", (T,), increment=prod.increment_kw, minimum=prod.min_kw, maximum=max_bid, fixed=prod.fixed_kw, labels=(p.index,))
     b.bids[prod.id] = bid
     agg = lm.constrain("bid_equals_allocations", [bid.terms(-1.0)], lb=0.0, ub=0.0, labels=(p.index,))
     lm.add_terms(agg[None, :], 1.0, r_ch)
     lm.add_terms(agg[None, :], 1.0, r_dis)
-    fixed = np.isfinite(prod.fixed_kw)
-    if fixed.any():
-        lm.constrain(f"bid_after_gate_closure.{prod.id}", [(bid.scale, bid.cols[fixed])], lb=prod.fixed_kw[fixed], ub=prod.fixed_kw[fixed], labels=(p.index[fixed],))
     # capacity (+ mileage) value, and the expected deployed energy settled at the spot price
     value = prod.value_per_mw_h * dt / 1000.0 - sign * alpha * p.energy_price_per_mwh * dt / 1000.0
     lm.maximize(value * bid.scale, bid.cols)

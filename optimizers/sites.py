@@ -38,6 +38,9 @@ def add_sites(b: Built) -> None:
     lm.maximize(np.where(retail, -p.tou_price_per_mwh * dt / 1000.0, 0.0), b.imp)
     lm.maximize(np.where(retail, p.feed_in_per_mwh * dt / 1000.0, 0.0), b.exp)
 
+    if p.grid_value_per_kw is not None:
+        lm.maximize(p.grid_value_per_kw, b.exp)
+        lm.maximize(-p.grid_value_per_kw, b.imp)
     charged = p.demand_charge_per_kw > 0
     b.peak = np.full(S, -1)
     if charged.any():

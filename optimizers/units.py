@@ -16,8 +16,9 @@ from optimizers.problem import Problem
 def add_units(lm: LinearModel, p: Problem) -> Built:
     U, T = p.shape
     labels = (p.unit_ids, p.index)
-    ch = lm.var("ch", (U, T), 0.0, p.p_ch_max, labels=labels)
-    dis = lm.var("dis", (U, T), 0.0, p.p_dis_max, labels=labels)
+    way = p.direction if p.direction is not None else np.zeros((U, T))
+    ch = lm.var("ch", (U, T), 0.0, np.where(way > 0, 0.0, p.p_ch_max), labels=labels)
+    dis = lm.var("dis", (U, T), 0.0, np.where(way < 0, 0.0, p.p_dis_max), labels=labels)
     soc = lm.var("soc", (U, T), -INF, INF, labels=labels)
     b = Built(lm, p, ch, dis, soc)
     dt = p.dt_h

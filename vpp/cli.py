@@ -12,14 +12,20 @@ import typer
 
 from vpp.cli_devices import app as devices_app
 from vpp.cli_economics import app as economics_app
+from vpp.cli_ledger import app as ledger_app
 from vpp.cli_optimize import optimize_cmd, validate
+from vpp.cli_simulate import simulate_cmd
+from vpp.cli_run import run_cmd
 from vpp.errors import VppError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Virtual power plant aggregation and dispatch engine.")
 app.command("validate")(validate)
 app.command("optimize")(optimize_cmd)
+app.command("simulate")(simulate_cmd)
+app.command("run")(run_cmd)
 app.add_typer(devices_app, name="devices")
 app.add_typer(economics_app, name="economics")
+app.add_typer(ledger_app, name="ledger")
 
 
 def main() -> None:

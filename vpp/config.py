@@ -20,9 +20,12 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vpp.daemon.config import DaemonModel
 from vpp.device_config import DeviceConfig, MqttBrokerConfig
 from vpp.errors import InputError, InputErrors, from_validation_error
 from vpp.fleet import BatteryUnit, Derate, Fleet, Site, Tariff, TouPeriod
+from vpp.ledger.config import ContractModel, build_contracts
+from vpp.ledger.contracts import Contract
 from vpp.markets import AncillaryProduct, DemandResponseEvent, GateClosure, Market, ProductKind
 from vpp.overrides import Override, OverrideKind
 from vpp.schedule import SolverOptions, TerminalPolicy
@@ -232,6 +235,8 @@ class ConfigModel(_Strict):
     terminal: TerminalModel = TerminalModel()
     overrides: str | None = Field(None, description="path of the overrides YAML, relative to this file")
     mqtt: MqttBrokerConfig | None = Field(None, description="the broker MQTT units talk through")
+    contracts: list[ContractModel] = Field([], description="customer contracts: how settled revenue is split (vpp.ledger)")
+    daemon: DaemonModel | None = Field(None, description="settings of `vpp run` (defaults when absent)")
 
 
 class OverrideModel(_Strict):
@@ -288,6 +293,8 @@ class VppConfig:
     terminal: TerminalPolicy
     overrides_path: Path | None = None
     mqtt: MqttBrokerConfig | None = None
+    contracts: tuple[Contract, ...] = ()
+    daemon: DaemonModel | None = None
 
     @property
     def units(self) -> tuple[BatteryUnit, ...]:
@@ -549,6 +556,7 @@ def _build(m: ConfigModel, path: Path, errors: list[InputError]) -> VppConfig | 
             errors.extend(errs.errors)
         except InputError as err:
             errors.append(err)
+    contracts = build_contracts(m.contracts, fleet, m.currency, where, errors)
     return VppConfig(
         path=path,
         name=m.name,
@@ -564,6 +572,8 @@ def _build(m: ConfigModel, path: Path, errors: list[InputError]) -> VppConfig | 
         terminal=TerminalPolicy(m.terminal.mode, m.terminal.soc, m.terminal.price_per_mwh),
         overrides_path=overrides_path,
         mqtt=m.mqtt,
+        contracts=contracts,
+        daemon=m.daemon,
     )
 
 

@@ -25,6 +25,13 @@ def database_url(url_or_path: str | Path) -> str:
     return f"sqlite:///{Path(text).resolve()}"
 
 
+def default_database(config_path: str | Path) -> Path:
+    """Where ``vpp run`` and ``vpp ledger`` keep their SQLite file when no --db is given: beside the
+    config, named after it (``config/site.yaml`` → ``config/site.db``). One function so both agree."""
+    path = Path(config_path)
+    return path.with_name(f"{path.stem}.db")
+
+
 def open_database(url_or_path: str | Path) -> Engine:
     """Connect and create missing tables. SQLite gets WAL (readers never block the control loop's
     writer, and a ``kill -9`` loses at most the uncommitted transaction) and a busy timeout."""

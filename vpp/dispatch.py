@@ -72,7 +72,7 @@ class DispatchFleet:
     self_discharge_per_h: np.ndarray
     import_limit_kw: np.ndarray  # (S,)
     export_limit_kw: np.ndarray  # (S,)
-    up_products: frozenset[str]  # reserve products that need headroom above the base point
+    products: dict[str, tuple[bool, float]]  # reserve product -> (is up, expected deployment fraction)
 
     @classmethod
     def of(cls, fleet: Fleet, market: Market | None = None) -> DispatchFleet:
@@ -98,7 +98,7 @@ class DispatchFleet:
             self_discharge_per_h=col("self_discharge_per_h"),
             import_limit_kw=np.array([s.import_limit_kw for s in fleet.sites], dtype=float),
             export_limit_kw=np.array([s.export_limit_kw for s in fleet.sites], dtype=float),
-            up_products=frozenset(p.id for p in market.products if p.kind.is_up) if market else frozenset(),
+            products={p.id: (p.kind.is_up, p.deployment_fraction) for p in market.products} if market else {},
         )
 
 
@@ -227,14 +227,20 @@ def _availability(fleet: DispatchFleet, now: pd.Timestamp) -> np.ndarray:
 
 
 def _target(fleet: DispatchFleet, now: pd.Timestamp, schedule: Schedule | None, soc: np.ndarray, settings: DispatchSettings, active: list[Override]):
-    """(interval in force, scheduled power, target with SoC feedback inside the reserve band)."""
+    """(interval in force, scheduled power, target with SoC feedback inside the reserve band).
+
+    The SoC clamp downstream deliberately ignores the energy the held reserves are *expected* to
+    deploy: the plan may charge a full unit because reg-up is expected to drain as much, but if the
+    call does not come the cells would overfill. Safety wins; the backtest measures what it costs.
+    """
     n = len(fleet.unit_ids)
+    idle = (None, np.zeros(n), np.zeros(n))
     if schedule is None or len(schedule.index) == 0:
-        return None, np.zeros(n), np.zeros(n)
+        return idle
     dt = interval_length(schedule.index)
     t = int(schedule.index.searchsorted(now, side="right")) - 1
     if t < 0 or now >= schedule.index[t] + dt:
-        return None, np.zeros(n), np.zeros(n)
+        return idle
     row = {uid: k for k, uid in enumerate(schedule.unit_ids)}
     idx = np.array([row.get(uid, -1) for uid in fleet.unit_ids])
     known = idx >= 0
@@ -248,16 +254,15 @@ def _target(fleet: DispatchFleet, now: pd.Timestamp, schedule: Schedule | None, 
     target = scheduled + settings.soc_feedback_gain * error_kwh / dt_h
 
     blocked = {o.product_id for o in active if o.kind is OverrideKind.BLOCK_PRODUCT}
-    up = np.zeros(n)
-    down = np.zeros(n)
+    up, down = np.zeros(n), np.zeros(n)
     for pid, alloc in schedule.reserve_kw.items():
-        if pid in blocked:
+        if pid in blocked or pid not in fleet.products:
             continue
-        part = np.where(known, alloc[take, t], 0.0)
-        if pid in fleet.up_products:
-            up += part
+        held = np.where(known, alloc[take, t], 0.0)
+        if fleet.products[pid][0]:
+            up += held
         else:
-            down += part
+            down += held
     band_hi = np.maximum(fleet.max_discharge_kw - up, scheduled)
     band_lo = np.minimum(-fleet.max_charge_kw + down, scheduled)
     return schedule.index[t], scheduled, np.clip(target, band_lo, band_hi)

@@ -26,6 +26,12 @@ class SolverOptions:
     exclusivity: Literal["lazy", "binary", "hull", "relaxed"] = "lazy"
     infeasibility_penalty_per_kwh: float = 1.0e4  # elastic re-solve: cost of violating a constraint by 1 kW(h) for 1 h
     threads: int = 1
+    # Split the fleet into independent pieces priced by a master (optimizers/decompose.py):
+    # auto: when the fleet is large enough to gain; on / off: always / never.
+    decomposition: Literal["auto", "on", "off"] = "auto"
+    piece_units: int = 4  # units per piece where units are independent (measured best, docs/architecture.md)
+    workers: int = 1  # pieces solved in this many processes (Dask LocalCluster when > 1)
+    scheduler: str | None = None  # or on an existing Dask cluster, e.g. tcp://host:8786
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,9 @@ class SolverStats:
     n_integer: int
     exclusivity_rounds: int = 0
     exclusivity_binaries: int = 0
+    pieces: int = 0  # decomposition pieces (0: solved as one model)
+    bound: float = float("nan")  # an upper bound on the optimum (the LP relaxation's, or the decomposition's)
+    pricing_rounds: int = 0  # decomposition: rounds spent tightening the bound (DR multipliers)
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,9 @@ class Schedule:
     unit_revenue: dict[str, np.ndarray]  # stream -> (U,)
     stats: SolverStats
     violations: tuple[Violation, ...] = field(default=())
+    # event id -> (T,) what one more kW of reduction in each interval would earn (the delivery rows'
+    # shadow prices; 0 where the event is not active or the delivery is not binding)
+    dr_price_per_kw: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def power_kw(self) -> np.ndarray:

@@ -26,6 +26,7 @@ import pandas as pd
 from optimizers.problem import Problem
 from optimizers.revenue import revenue_by_interval
 
+ZERO = 1e-9  # currency: float dust (e.g. a shortfall of 1e-13 kW) is not a settled amount
 COLUMNS = ["interval_start", "unit_id", "site_id", "stream", "amount", "amount_minor"]
 
 
@@ -88,7 +89,7 @@ def _long(problem: Problem, streams: dict[str, np.ndarray], currency_exponent: i
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(COLUMNS, ["datetime64[ns, UTC]", str, str, str, float, "int64"])})
     names = list(streams)
     amounts = np.stack([streams[k] for k in names])  # (K, U, T)
-    k, u, t = np.nonzero(amounts)
+    k, u, t = np.nonzero(np.abs(amounts) > ZERO)
     values = amounts[k, u, t]
     frame = pd.DataFrame(
         {

@@ -1,0 +1,87 @@
+"""Exact aggregation: units that are identical in every parameter and state solve as one scaled unit.
+
+Aggregators roll out the same product by the hundred: same rating, same
+site type, often the same SoC after a night of idling. Such units are
+interchangeable, and the model is linear in a unit's power and energy, so n
+of them behave exactly as one unit with n × the power and energy; the plan is
+split back evenly. The one non-linear part, charge/discharge exclusivity, is
+applied to the aggregate as a whole (all n in the same mode) — no loss, since
+an identical unit never gains by charging while its twin discharges unless
+burning energy pays, and then the binaries keep each unit to one mode anyway.
+Units must also share their site, because site limits see their sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from optimizers.problem import Problem
+from optimizers.subproblem import _BY_UNIT
+from vpp.schedule import Schedule
+
+_EXTENSIVE = ("p_ch_max", "p_dis_max", "e_max", "soc_min_kwh", "soc_max_kwh", "soc0_kwh", "terminal_kwh", "forced_unit_kw")
+
+
+def identical_groups(p: Problem) -> list[np.ndarray]:
+    """Unit positions grouped by identical site, parameters, state and product eligibility."""
+    columns = [p.unit_site[:, None].astype(float)]
+    for name in _BY_UNIT:
+        value = getattr(p, name)
+        if value is not None:
+            columns.append(np.asarray(value, dtype=float).reshape(len(p.unit_ids), -1))
+    columns += [prod.eligible[:, None].astype(float) for prod in p.products]
+    table = np.nan_to_num(np.hstack(columns), nan=-1e300)
+    _, first, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # groups in the order their first unit appears
+    return [np.flatnonzero(inverse.ravel() == g) for g in order]
+
+
+def aggregate(p: Problem, groups: list[np.ndarray]) -> Problem:
+    """One unit per group, its extensive quantities (power, energy, SoC) × the group's size."""
+    lead = np.array([g[0] for g in groups])
+    size = np.array([len(g) for g in groups], dtype=float)
+    changes: dict = {}
+    for name in _BY_UNIT:
+        value = getattr(p, name)
+        if value is None:
+            continue
+        picked = value[lead]
+        if name in _EXTENSIVE:
+            picked = picked * (size if picked.ndim == 1 else size[:, None])
+        changes[name] = picked
+    changes["unit_ids"] = tuple(p.unit_ids[i] for i in lead)
+    changes["unit_site"] = p.unit_site[lead]
+    changes["products"] = tuple(replace(prod, eligible=prod.eligible[lead]) for prod in p.products)
+    return replace(p, **changes)
+
+
+def disaggregate(p: Problem, groups: list[np.ndarray], s: Schedule) -> Schedule:
+    """The aggregate's plan split evenly over its members, on the full problem's unit order."""
+    n_units = len(p.unit_ids)
+    member_of = np.empty(n_units, dtype=int)
+    size = np.empty(n_units)
+    for g, members in enumerate(groups):
+        member_of[members] = g
+        size[members] = len(members)
+
+    def split(a: np.ndarray) -> np.ndarray:
+        return a[member_of] / size[:, None]
+
+    from optimizers.revenue import revenue_streams
+
+    ch, dis, soc = split(s.charge_kw), split(s.discharge_kw), split(s.soc_kwh)
+    reserve = {k: split(v) for k, v in s.reserve_kw.items()}
+    revenue, unit_revenue = revenue_streams(p, ch, dis, soc, reserve, s.dr_commitment_kw)
+    return replace(
+        s,
+        unit_ids=p.unit_ids,
+        charge_kw=ch,
+        discharge_kw=dis,
+        soc_kwh=soc,
+        reserve_kw=reserve,
+        reserve_from_charge_kw={k: split(v) for k, v in s.reserve_from_charge_kw.items()},
+        revenue=revenue,
+        unit_revenue=unit_revenue,
+    )

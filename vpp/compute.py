@@ -1,0 +1,47 @@
+"""Where parallel work runs: a Dask client for a local cluster of N worker processes, or an existing cluster.
+
+One context manager for everything that fans out (scenario sweeps, the
+optimizer's decomposition, the daemon): ``--workers N`` starts a
+``LocalCluster`` of N single-threaded worker processes without a dashboard,
+and ``--scheduler tcp://host:8786`` connects to a cluster someone else runs
+(its workers must see the same files and the same installed engine).
+Nothing here seeds anything: results must not depend on which worker ran a
+task, so callers derive seeds from their inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from vpp.errors import InputError
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+
+@contextmanager
+def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Client]:
+    """A connected ``distributed.Client``; the local cluster (if any) is shut down on exit."""
+    if workers is not None and scheduler is not None:
+        raise InputError("--workers/--scheduler", "workers", f"{workers} and {scheduler}", "either a worker count or a scheduler address, not both")
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:  # the 'cluster' extra is not installed
+        raise InputError("--workers", "dask", "not installed", 'the Dask extra: pip install "vpp-engine[cluster]"') from exc
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except OSError as exc:
+            raise InputError("--scheduler", "scheduler", scheduler, f"a reachable Dask scheduler ({exc})") from exc
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    n = workers or 1
+    if n < 1:
+        raise InputError("--workers", "workers", n, "at least 1")
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
