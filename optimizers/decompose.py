@@ -130,7 +130,10 @@ def _decomposed(p: Problem, pieces: list[Piece], options: SolverOptions, run: Ca
 
         return _monolithic(p, replace(options, decomposition="off"), None)
     schedule = _merge(p, pieces, repaired, bids, commitments)
-    bound, rounds = _bound(p, pieces, stage1, solved, schedule.total_revenue, options, run, deadline=t0 + options.time_limit_s)
+    # the bound may take as long again as the schedule did, never past the time limit
+    now = time.perf_counter()
+    deadline = min(t0 + options.time_limit_s, now + (now - t0))
+    bound, rounds = _bound(p, pieces, stage1, solved, schedule.total_revenue, options, run, deadline)
     return _with_stats(schedule, repaired, bound, rounds, options, time.perf_counter() - t0)
 
 
@@ -150,17 +153,38 @@ def _bound(p: Problem, pieces: list[Piece], stage1: list[Problem], solved: list[
         return sum(_piece_bound(s.schedule) for s in solved), 0
     others = sum(_piece_bound(s.schedule) for k, s in enumerate(solved) if k not in set(members))
     columns = _Columns(p, pieces, members)
-    columns.add(solved, {e.id: np.full(len(p.index), e.value_per_kw) * 0.0 for e in p.events}, own_dr=True)
-    best, rounds = np.inf, 0
+    columns.add(solved, {}, own_dr=True)
+    center, best, rounds = _own_prices(p, solved), np.inf, 0
+    lam = center
     while rounds < MAX_PRICING_ROUNDS and time.perf_counter() < deadline:
-        lam = columns.prices()
         priced = run([_priced_problem(stage1[k], lam) for k in members], members)
         rounds += 1
-        best = min(best, others + sum(_piece_bound(s.schedule) for s in priced) + _lagrange_constant(p, pieces, lam))
+        value = others + sum(_piece_bound(s.schedule) for s in priced) + _lagrange_constant(p, pieces, lam)
+        if value < best:
+            best, center = value, lam
         if (best - primal) <= options.mip_gap * max(abs(best), 1.0):
             break
         columns.add(priced, lam, own_dr=False)
+        master = columns.prices()
+        # Wentges smoothing: price halfway between the best multipliers so far and the master's,
+        # which keeps column generation from oscillating between extreme prices
+        lam = {e: 0.5 * center[e] + 0.5 * master[e] for e in master}
     return best, rounds
+
+
+def _own_prices(p: Problem, solved: list[_Solved]) -> dict[str, np.ndarray]:
+    """First multipliers: the pieces' own delivery shadow prices, weighted by their commitments
+    (uniform over the event if nobody committed), scaled to the event's value per kW."""
+    lam = {}
+    for e in p.events:
+        weight = np.array([s.schedule.dr_commitment_kw.get(e.id, 0.0) for s in solved])
+        prices = np.array([s.schedule.dr_price_per_kw.get(e.id, np.zeros(len(p.index))) for s in solved])
+        mix = (weight[:, None] * prices).sum(axis=0) / weight.sum() if weight.sum() > 0 else np.zeros(len(p.index))
+        mix = np.where(e.active, mix, 0.0)
+        if mix.sum() <= 0:
+            mix = np.where(e.active, 1.0, 0.0)
+        lam[e.id] = mix * e.value_per_kw / max(mix.sum(), 1e-12)
+    return lam
 
 
 class _Columns:
@@ -177,7 +201,7 @@ class _Columns:
             sch = solved[k] if own_dr else solved[m]
             s = sch.schedule
             paid = sum(e.value_per_kw * s.dr_commitment_kw.get(e.id, 0.0) for e in self.p.events) if own_dr else 0.0
-            priced = sum(float((lam[e.id] * sch.net_export_kw).sum()) for j, e in enumerate(self.p.events) if self.pieces[k].member_of[j])
+            priced = 0.0 if own_dr else sum(float((lam[e.id] * sch.net_export_kw).sum()) for j, e in enumerate(self.p.events) if self.pieces[k].member_of[j])
             self.value.append(s.stats.objective - paid - priced)
             self.export.append(sch.net_export_kw)
             self.owner.append(m)

@@ -273,7 +273,7 @@ class Session:
         if basis is not None:
             self.h.setBasis(basis)
         sol = _run(self.h, mip=False)
-        if basis is not None and sol.status == "error":  # a borrowed basis HiGHS could not use: start cold
+        if basis is not None and not sol.has_solution:  # a borrowed basis HiGHS could not use: start cold
             self.h.clearSolver()
             sol = _run(self.h, mip=False)
         if sol.has_solution:

@@ -34,6 +34,9 @@ def optimize_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of tables"),
     time_limit_s: float | None = typer.Option(None, "--time-limit", help="solver time limit in seconds"),
     exclusivity: str | None = typer.Option(None, help="lazy | binary | hull | relaxed"),
+    decomposition: str | None = typer.Option(None, help="auto (large fleets) | on | off: solve the fleet in independent pieces"),
+    workers: int | None = typer.Option(None, min=1, help="solve the pieces on a local Dask cluster of N processes"),
+    scheduler: str | None = typer.Option(None, help="or on an existing Dask cluster, e.g. tcp://host:8786"),
 ) -> None:
     """Co-optimize the fleet over the horizon and print the expected revenue, bids and solver figures."""
     from dataclasses import replace
@@ -50,6 +53,16 @@ def optimize_cmd(
         if exclusivity not in ("lazy", "binary", "hull", "relaxed"):
             raise InputError("--exclusivity", "exclusivity", exclusivity, "one of lazy, binary, hull, relaxed")
         options = replace(options, exclusivity=exclusivity)  # type: ignore[arg-type]
+    if decomposition is not None:
+        if decomposition not in ("auto", "on", "off"):
+            raise InputError("--decomposition", "decomposition", decomposition, "one of auto, on, off")
+        options = replace(options, decomposition=decomposition)  # type: ignore[arg-type]
+    if workers is not None and scheduler is not None:
+        raise InputError("--workers/--scheduler", "workers", f"{workers} and {scheduler}", "either a worker count or a scheduler address, not both")
+    if workers is not None:
+        options = replace(options, workers=workers, scheduler=None)
+    if scheduler is not None:
+        options = replace(options, scheduler=scheduler, workers=1)
     _, schedule = optimize_config(cfg, begin, span, options=options)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

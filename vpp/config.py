@@ -204,6 +204,10 @@ class SolverModel(_Strict):
     exclusivity: Literal["lazy", "binary", "hull", "relaxed"] = "lazy"
     infeasibility_penalty_per_kwh: float = Field(1.0e4, gt=0)
     threads: int = Field(1, ge=1)
+    decomposition: Literal["auto", "on", "off"] = "auto"
+    piece_units: int = Field(4, ge=1)
+    workers: int = Field(1, ge=1)
+    scheduler: str | None = Field(None, description="Dask scheduler address, e.g. tcp://host:8786")
 
 
 class TerminalModel(_Strict):

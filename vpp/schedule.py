@@ -141,6 +141,8 @@ class Schedule:
             "solve_time_s": self.stats.solve_time_s,
             "build_time_s": self.stats.build_time_s,
             "mip_gap": self.stats.mip_gap,
+            "bound": self.stats.bound if np.isfinite(self.stats.bound) else None,
+            "pieces": self.stats.pieces,
             "n_units": len(self.unit_ids),
             "n_intervals": len(self.index),
             "n_variables": self.stats.n_variables,

@@ -1,0 +1,82 @@
+"""Scale benchmark: decomposed co-optimization of heterogeneous fleets, against the monolith where it finishes.
+
+Same fleets and market as ``bench/optimizer.py`` (96 × 15-minute intervals,
+energy + reg up + reg down + spin + one DR event over every site; 10 units per
+site, sites never binding). Each case runs in a fresh process; peak memory is
+that process's (the coordinator: Dask workers are separate processes).
+
+    python bench/scale.py                                   # 1,000 / 10,000 / 50,000 units, 1 and 2 workers
+    python bench/scale.py --sizes 100 1000 --monolith 100 1000 --workers 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def run(n_units: int, mode: str, workers: int, time_limit_s: float) -> dict:
+    from optimizer import fleet_problem
+
+    from optimizers.model import optimize
+    from vpp.schedule import SolverOptions
+
+    t0 = time.perf_counter()
+    problem = fleet_problem(n_units)
+    prepare_s = time.perf_counter() - t0
+    options = SolverOptions(time_limit_s=time_limit_s, mip_gap=1e-3, decomposition=mode, workers=workers)
+    t1 = time.perf_counter()
+    s = optimize(problem, options)
+    return {
+        "units": n_units,
+        "mode": "decomposed" if mode == "on" else "monolithic",
+        "workers": workers,
+        "prepare_s": prepare_s,
+        "solve_s": time.perf_counter() - t1,
+        "revenue": s.total_revenue,
+        "bound": s.stats.bound,
+        "gap": s.stats.mip_gap,
+        "status": s.stats.status,
+        "pieces": s.stats.pieces,
+        "pricing_rounds": s.stats.pricing_rounds,
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000, 50000])
+    ap.add_argument("--workers", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--monolith", type=int, nargs="*", default=[1000], help="sizes to also solve as one model")
+    ap.add_argument("--time-limit", type=float, default=600.0)
+    ap.add_argument("--child", nargs=3, metavar=("UNITS", "MODE", "WORKERS"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(run(int(args.child[0]), args.child[1], int(args.child[2]), args.time_limit)))
+        return
+    print(f"{'units':>7} {'mode':<11}{'workers':>8}{'prepare s':>10}{'solve s':>9}{'peak MB':>9}{'revenue':>14}{'bound':>14}{'gap':>9} {'status':<9}{'pieces':>7}{'rounds':>7}", flush=True)
+    cases = [(n, "on", w) for n in args.sizes for w in args.workers] + [(n, "off", 1) for n in args.monolith]
+    for n, mode, w in sorted(cases):
+        out = subprocess.run([sys.executable, __file__, "--child", str(n), mode, str(w), "--time-limit", str(args.time_limit)], capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"{n:>7} {mode:<11}{w:>8}  failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}", flush=True)
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(
+            f"{r['units']:>7} {r['mode']:<11}{r['workers']:>8}{r['prepare_s']:>10.2f}{r['solve_s']:>9.2f}{r['peak_mb']:>9.0f}"
+            f"{r['revenue']:>14.1f}{r['bound']:>14.1f}{r['gap']:>9.3%} {r['status']:<9}{r['pieces']:>7}{r['pricing_rounds']:>7}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
