@@ -1,0 +1,337 @@
+"""The daemon process: one asyncio loop running adapters, the control tick, re-optimization, API and storage.
+
+Start-up: open the database, restore the last schedule, connect the devices,
+start polling, the solver worker, the API and the scheduler jobs; settle any
+interval a previous run left unsettled; tell systemd READY=1. Jobs (APScheduler
+``AsyncIOScheduler``, wall time, aligned to the market intervals through the clock):
+
+- control tick every ``tick_s`` (``control.ControlLoop.tick``), the watchdog fed from it;
+- re-optimization every ``reoptimize_every_min`` of market time, before each
+  day-ahead gate closure, and on events (overrides changed, a unit out or back);
+  solves are coalesced, never run two at a time, and never block the tick;
+- settlement when the tick sees an interval close.
+
+SIGTERM/SIGINT: stop the jobs, wait for a running tick, command 0 W to every
+unit that answers (the others revert by their own timers), flush telemetry,
+close devices and the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import signal
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from apscheduler.events import (
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+)
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from adapters.fleet import DeviceFleet
+from adapters.poller import FleetPoller
+from vpp.config import VppConfig, load_config, to_utc
+from vpp.daemon import api
+from vpp.daemon.clock import Clock
+from vpp.daemon.config import DaemonModel
+from vpp.daemon.control import ControlLoop, ScheduleInForce
+from vpp.daemon.metrics import Metrics
+from vpp.daemon.notify import notify, watchdog_period_s
+from vpp.daemon.reoptimize import (
+    Reoptimizer,
+    committed_bids,
+    initial_soc,
+    next_gate_closure,
+    outage_overrides,
+    solve,
+)
+from vpp.daemon.settle import Settler
+from vpp.daemon.store import Store, override_audit
+from vpp.daemon.watch import FileVersion, OverridesWatcher
+from vpp.db import open_database
+from vpp.dispatch import DispatchFleet, DispatchSettings
+from vpp.errors import InputError, InputErrors
+from vpp.fleet_state import FleetState
+from vpp.timeseries import profile_on
+
+log = logging.getLogger(__name__)
+
+CONFIG_CHECK_S = 2.0  # how often the config file is checked for edits (a stat; parsed only when it changed)
+
+
+class Daemon:
+    def __init__(self, cfg: VppConfig, *, clock: Clock | None = None, solve_fn=solve) -> None:
+        d = self.settings = cfg.daemon or DaemonModel()
+        self.cfg = cfg
+        where = str(cfg.path)
+        self.clock = clock or Clock.create(d.clock.speed, to_utc(d.clock.sim_start, cfg.timezone) if d.clock.sim_start else None, d.clock.wall_start)
+        self.interval = cfg.interval
+        self.downsample = pd.Timedelta(seconds=d.telemetry_downsample_s)
+        if self.interval % self.downsample != pd.Timedelta(0):
+            raise InputError(where, "daemon.telemetry_downsample_s", d.telemetry_downsample_s, f"a divisor of the market interval ({self.interval.total_seconds():g} s)")
+        self.horizon = pd.Timedelta(hours=d.horizon_h) if d.horizon_h is not None else cfg.horizon
+        self.reopt_every = pd.Timedelta(minutes=d.reoptimize_every_min) if d.reoptimize_every_min is not None else self.interval
+        self.token = d.api.resolve_token(cfg.path.parent, where)
+        self.metrics = Metrics()
+        self.store = Store(open_database(d.database_target(cfg.path)))
+        self.settler = Settler(cfg, self.store, self.clock, d.tick_s, self.metrics.settled_intervals.inc)
+        self.state = FleetState(u.id for u in cfg.units)
+        self.devices = DeviceFleet(cfg.units, cfg.mqtt, cfg.path.parent, self.state)
+        self.poller = FleetPoller(list(self.devices.adapters.values()), self.state, d.poll_s)
+        self.reoptimizer = Reoptimizer(cfg, d.solve_time_limit_s, solve_fn)
+        self._config_version = FileVersion(cfg.path)
+        self.watcher = OverridesWatcher(cfg.overrides_path, cfg.fleet, cfg.market, cfg.timezone, cfg.overrides, self._audit_rows, self._clock_pair)
+        self.schedule = ScheduleInForce()
+        self.control = ControlLoop(
+            dfleet=DispatchFleet.of(cfg.fleet, cfg.market),
+            state=self.state,
+            adapters=self.devices.adapters,
+            schedule=self.schedule,
+            watcher=self.watcher,
+            clock=self.clock,
+            store=self.store,
+            metrics=self.metrics,
+            settings=DispatchSettings(stale_after_s=d.stale_after_s, soc_feedback_gain=d.soc_feedback_gain),
+            tick_s=d.tick_s,
+            setpoint_valid_s=d.setpoint_valid_s,
+            interval=self.interval,
+            downsample=self.downsample,
+            site_base=self._site_base,
+            on_availability=lambda out: self.request_reoptimization("units out of dispatch changed"),
+            on_overrides=self.overrides_changed,
+            on_interval_closed=lambda start: self.store.submit(self.settler.catch_up, self.clock.now()),
+        )
+        self.stop_event = asyncio.Event()
+        self.last_solve: dict[str, Any] = {"outcome": None}
+        self._tick_lock = asyncio.Lock()
+        self._reopt_task: asyncio.Task | None = None
+        self._pending: str | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._devices_started = False
+        self._scheduler: AsyncIOScheduler | None = None
+        self._api: api.Server | None = None
+        self._site_base_cache: tuple[pd.Timestamp, np.ndarray] | None = None
+        self._restore()
+
+    # ------------------------------------------------------------ life cycle
+
+    async def run(self, *, install_signals: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop_event.set)
+        try:
+            await self.start()
+            await self.stop_event.wait()
+        finally:
+            await self.shutdown()
+
+    async def start(self) -> None:
+        d = self.settings
+        # Intervals closed before this moment hold no sample of this process: they can be settled now.
+        # Later ones are settled by the tick that closes them, after it stored their last bucket.
+        started_at = self.clock.now()
+        sock = api.listen(d.api.host, d.api.port, str(self.cfg.path))
+        self._devices_started = True
+        await self.devices.start()
+        self._tasks.append(asyncio.create_task(self.poller.run(), name="poller"))
+        self._api = api.server(api.build_app(self), d.api.host, d.api.port)
+        self._tasks.append(asyncio.create_task(self._api.serve(sockets=[sock]), name="api"))
+        scheduler = self._scheduler = AsyncIOScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
+        boundary = self.clock.to_wall(self.clock.now().floor(self.interval))
+        scheduler.add_job(self._tick, IntervalTrigger(seconds=d.tick_s, start_date=boundary.to_pydatetime()), id="tick", misfire_grace_time=max(1, math.ceil(d.tick_s)))
+        reopt_wall_s = self.clock.wall_seconds(self.reopt_every.total_seconds())
+        # Half a tick after the interval starts: the tick that enters the interval runs without a solve's
+        # bookkeeping beside it (the schedule in force already covers the new interval).
+        reopt_start = boundary + pd.Timedelta(seconds=d.tick_s / 2)
+        scheduler.add_job(self._periodic_reoptimization, IntervalTrigger(seconds=reopt_wall_s, start_date=reopt_start.to_pydatetime()), id="reoptimize", misfire_grace_time=None)
+        scheduler.add_job(self._check_config, IntervalTrigger(seconds=CONFIG_CHECK_S), id="config", misfire_grace_time=None)
+        scheduler.add_listener(self._missed, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        scheduler.start()  # dispatch starts now, on the restored schedule if there is one
+        await asyncio.to_thread(self.reoptimizer.start)  # the first worker imports the optimizer: not on the loop
+        self._arm_gate_closure()
+        self.request_reoptimization("start")
+        self.store.submit(self.settler.catch_up, started_at)
+        notify("READY=1")
+        watchdog_s = watchdog_period_s()
+        if watchdog_s is not None and watchdog_s < d.tick_s:
+            log.warning("systemd WatchdogSec/2 = %.1f s is shorter than tick_s %.1f s: raise WatchdogSec", watchdog_s, d.tick_s)
+        log.info("daemon started name=%s units=%d adapters=%d tick_s=%g market_interval=%s clock_speed=%g api=%s:%d", self.cfg.name, len(self.cfg.units), len(self.devices.adapters), d.tick_s, self.interval, self.clock.speed, d.api.host, d.api.port)
+
+    async def shutdown(self) -> None:
+        log.info("daemon stopping")
+        running = self._scheduler is not None and self._scheduler.running
+        if running:
+            self._scheduler.pause()  # no new jobs; shutting down now would cancel a tick mid-write
+        async with self._tick_lock:  # a tick in progress finishes first (and feeds the watchdog a last time)
+            notify("STOPPING=1")
+            if self._devices_started:
+                written = await self.control.zero_all()
+                log.info("shutdown: 0 W written to %d of %d units", written, len(self.devices.adapters))
+        if running:
+            self._scheduler.shutdown(wait=False)
+        self.control.flush()
+        if self._api is not None:
+            self._api.should_exit = True
+        if self._reopt_task is not None:
+            self._reopt_task.cancel()
+        for task in self._tasks:
+            if task.get_name() != "api":
+                task.cancel()
+        await asyncio.gather(*self._tasks, *([self._reopt_task] if self._reopt_task else []), return_exceptions=True)
+        self.reoptimizer.close()
+        if self._devices_started:
+            await self.devices.stop()
+        await asyncio.to_thread(self.store.close)
+        log.info("daemon stopped")
+
+    # ------------------------------------------------------------ jobs
+
+    async def _tick(self) -> None:
+        if self._tick_lock.locked():
+            self.metrics.tick_overruns.inc()
+            return
+        async with self._tick_lock:
+            try:
+                await self.control.tick()
+            except Exception:  # a bug in one tick must not end the daemon; the next tick tries again
+                log.exception("control tick failed")
+
+    async def _periodic_reoptimization(self) -> None:
+        self.request_reoptimization("periodic")
+
+    async def _gate_closure(self) -> None:
+        self.request_reoptimization("gate closure")
+        self._arm_gate_closure()
+
+    def _arm_gate_closure(self) -> None:
+        lead = pd.Timedelta(minutes=self.settings.gate_lead_min)
+        closes = next_gate_closure(self.cfg.market, self.cfg.timezone, self.clock.now() + lead, self.horizon)
+        if closes is not None and self._scheduler is not None:
+            at = self.clock.to_wall(closes - lead)
+            self._scheduler.add_job(self._gate_closure, DateTrigger(at.to_pydatetime()), id="gate-closure", replace_existing=True, misfire_grace_time=None)
+            log.info("next day-ahead gate closure=%s re-optimization at market time %s", closes.isoformat(), (closes - lead).isoformat())
+
+    async def _check_config(self) -> None:
+        """Adopt an edited config (new DR events, prices, products, site limits) and re-plan; changes to the
+        units, their devices, the broker, the daemon block or the time grid need a restart."""
+        if not self._config_version.changed():
+            return
+        try:
+            cfg = await asyncio.to_thread(load_config, self.cfg.path)
+        except (InputError, InputErrors) as err:
+            for line in str(err).splitlines():
+                log.error("config change rejected, the running config stays: %s", line)
+            return
+        fixed = ("units", "mqtt", "daemon", "interval", "timezone", "currency", "overrides_path")
+        differs = [name for name in fixed if getattr(cfg, name) != getattr(self.cfg, name)]
+        if differs:
+            log.error("config change not applied: %s changed, which needs a restart (systemctl restart vpp-daemon)", ", ".join(differs))
+            return
+        new_events = sorted({e.id for e in cfg.market.dr_events} - {e.id for e in self.cfg.market.dr_events})
+        self.cfg = self.settler.cfg = cfg
+        self.control.dfleet = DispatchFleet.of(cfg.fleet, cfg.market)
+        self._site_base_cache = None
+        self.watcher.retarget(cfg.fleet, cfg.market)
+        self.reoptimizer.reconfigure(cfg)
+        log.info("config change applied: new DR events %s", ", ".join(new_events) or "none")
+        self.request_reoptimization(f"config changed (new DR events: {', '.join(new_events)})" if new_events else "config changed")
+
+    def _missed(self, event: JobExecutionEvent) -> None:
+        if event.job_id == "tick":
+            self.metrics.tick_overruns.inc()
+
+    # ------------------------------------------------------------ re-optimization
+
+    def request_reoptimization(self, trigger: str) -> None:
+        """Solve soon; requests during a solve collapse into one more solve after it (naming all of them)."""
+        if self._reopt_task is not None and not self._reopt_task.done():
+            self._pending = trigger if self._pending is None or trigger in self._pending.split("; ") else f"{self._pending}; {trigger}"
+            return
+        self._reopt_task = asyncio.get_running_loop().create_task(self._reoptimize_until_settled(trigger))
+
+    def overrides_changed(self) -> None:
+        self.request_reoptimization("overrides changed")
+
+    async def _reoptimize_until_settled(self, trigger: str | None) -> None:
+        while trigger is not None:
+            try:
+                await self._reoptimize(trigger)
+            except Exception:
+                log.exception("re-optimization failed; the last schedule stays in force")
+            trigger, self._pending = self._pending, None
+
+    async def _reoptimize(self, trigger: str) -> None:
+        now = self.clock.now()
+        start = now.floor(self.interval)
+        index = self.cfg.horizon_index(start, self.horizon)
+        last = self.control.last
+        soc_now: dict[str, float | None] = {}
+        out_reasons: dict[str, str] = {}
+        if last is not None:
+            for i, uid in enumerate(last.result.unit_ids):
+                if np.isnan(last.result.power_kw[i]):
+                    out_reasons[uid] = last.result.reasons[i]
+                else:
+                    t = self.state.telemetry(uid)
+                    soc_now[uid] = t.soc if t is not None else None
+        overrides = self.watcher.current + outage_overrides(out_reasons, index, out_reasons)
+        fixed = committed_bids(self.cfg.market, self.cfg.timezone, index, now, self.schedule.schedule)
+        log.info("re-optimizing trigger=%s start=%s intervals=%d units_out=%d", trigger, start.isoformat(), len(index), len(out_reasons))
+        outcome = await self.reoptimizer.solve(start, self.horizon, initial_soc(self.control.dfleet.unit_ids, soc_now), overrides, fixed)
+        self.metrics.solve_duration.observe(outcome.duration_s)
+        self.metrics.solves.labels(outcome.outcome).inc()
+        self.last_solve = {"outcome": outcome.outcome, "trigger": trigger, "duration_s": outcome.duration_s, "error": outcome.error, "at": self.clock.wall().isoformat()}
+        if outcome.schedule is None:
+            kept = f"schedule id={self.schedule.id} stays in force" if self.schedule.schedule is not None else "no schedule: units idle at 0 W"
+            log.warning("solve %s trigger=%s after %.2f s: %s; %s", outcome.outcome, trigger, outcome.duration_s, outcome.error, kept)
+            return
+        created = self.clock.wall()
+        schedule_id = await asyncio.wrap_future(self.store.submit(partial(self.store.save_schedule, outcome.schedule, created_at=created, market_at=now, trigger=trigger, points_until=start + max(self.reopt_every, self.interval))))
+        held = self.schedule
+        held.schedule, held.id, held.created_at, held.trigger, held.source = outcome.schedule, schedule_id, created, trigger, "solved"
+        stats = outcome.schedule.stats
+        log.info("schedule id=%d in force trigger=%s status=%s objective=%.2f solve_s=%.2f wall_s=%.2f violations=%d", schedule_id, trigger, stats.status, stats.objective, stats.solve_time_s, outcome.duration_s, len(outcome.schedule.violations))
+
+    def solve_status(self) -> dict[str, Any]:
+        return {"running": self._reopt_task is not None and not self._reopt_task.done(), "recycled_workers": self.reoptimizer.recycles, **self.last_solve}
+
+    # ------------------------------------------------------------ helpers
+
+    def _restore(self) -> None:
+        stored = self.store.latest_schedule()
+        if stored is None:
+            return
+        held = self.schedule
+        held.schedule, held.id, held.created_at, held.trigger, held.source = stored.schedule, stored.id, stored.created_at, stored.trigger, "restored"
+        log.info("restored schedule id=%d created_at=%s start=%s", stored.id, stored.created_at.isoformat(), stored.schedule.index[0].isoformat())
+
+    def _site_base(self, now: pd.Timestamp) -> np.ndarray | None:
+        """Each site's load − PV in the interval of ``now`` (from the config's series), cached per interval."""
+        start = now.floor(self.interval)
+        if self._site_base_cache is None or self._site_base_cache[0] != start:
+            index = pd.date_range(start, periods=1, freq=self.interval)
+            try:
+                base = np.array([profile_on(s.load_kw, index, s.id)[0] - profile_on(s.pv_kw, index, s.id)[0] for s in self.cfg.fleet.sites])
+            except InputError as err:
+                log.warning("site load/PV unknown at %s, site limits assume 0 kW: %s", start.isoformat(), err)
+                base = np.zeros(len(self.cfg.fleet.sites))
+            self._site_base_cache = (start, base)
+        return self._site_base_cache[1]
+
+    def _audit_rows(self, rows: list[dict[str, Any]]) -> None:
+        self.metrics.override_rejections.inc(sum(r["event"] == "rejected" for r in rows))
+        self.store.submit(self.store.insert, override_audit, rows)
+
+    def _clock_pair(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+        wall = self.clock.wall()
+        return wall, self.clock.to_sim(wall)
+

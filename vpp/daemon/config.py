@@ -1,0 +1,96 @@
+"""The ``daemon:`` block of a config: how often to tick, when to re-optimize, where to store, how to serve.
+
+Times named ``_s`` are wall-clock seconds (tick, staleness, device revert
+timers) except ``telemetry_downsample_s``, which is market time because it
+buckets metered data inside market intervals. ``clock`` runs the market clock
+faster than the wall clock, for demos and end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from vpp.errors import InputError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiModel(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    token: str | None = Field(None, min_length=16, description="bearer token for /overrides; prefer token_file or token_env")
+    token_file: str | None = Field(None, description="file holding the token (relative to the config)")
+    token_env: str | None = Field(None, description="environment variable holding the token")
+
+    @field_validator("token_file", "token_env")
+    @classmethod
+    def _one_source(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """At most one token source; checked field by field so an error never echoes the token itself."""
+        earlier = [name for name in ("token", "token_file") if name != info.field_name and info.data.get(name) is not None]
+        if value is not None and earlier:
+            raise ValueError(f"give at most one of token, token_file, token_env (also given: {', '.join(earlier)})")
+        return value
+
+    def resolve_token(self, config_dir: Path, where: str) -> str | None:
+        """The token, read from wherever it is kept; ``None`` means the overrides API is refused."""
+        if self.token is not None:
+            return self.token
+        if self.token_env is not None:
+            value = os.environ.get(self.token_env, "").strip()
+            if len(value) < 16:
+                raise InputError(where, "daemon.api.token_env", self.token_env, "an environment variable holding a token of at least 16 characters")
+            return value
+        if self.token_file is not None:
+            path = config_dir / self.token_file
+            try:
+                value = path.read_text().strip()
+            except OSError as err:
+                raise InputError(where, "daemon.api.token_file", str(path), f"a readable file ({err.strerror})") from None
+            if len(value) < 16:
+                raise InputError(where, "daemon.api.token_file", str(path), "a token of at least 16 characters")
+            return value
+        return None
+
+
+class ClockModel(_Strict):
+    speed: float = Field(1.0, gt=0, description="market seconds per wall second")
+    sim_start: datetime | None = Field(None, description="market time at wall_start (default: wall_start)")
+    wall_start: datetime | None = Field(None, description="wall time the mapping is anchored at (default: process start)")
+
+
+class DaemonModel(_Strict):
+    tick_s: float = Field(2.0, gt=0, description="control tick period")
+    poll_s: float = Field(1.0, gt=0, description="telemetry poll period of the Modbus adapters")
+    stale_after_s: float = Field(10.0, gt=0, description="telemetry older than this takes a unit out of dispatch")
+    setpoint_valid_s: float = Field(10.0, gt=0, description="device-side revert timeout written with every setpoint")
+    soc_feedback_gain: float = Field(0.5, ge=0, le=1)
+    reoptimize_every_min: float | None = Field(None, gt=0, description="default: the market interval")
+    gate_lead_min: float = Field(10.0, ge=0, description="re-optimize this long before each day-ahead gate closure")
+    solve_time_limit_s: float = Field(60.0, gt=0, description="a solve taking longer is abandoned; the last schedule stays")
+    horizon_h: float | None = Field(None, gt=0, description="default: the config's horizon_h")
+    database: str | None = Field(None, description="SQLAlchemy URL or SQLite path (default: <config>.db beside the config)")
+    telemetry_downsample_s: float = Field(60.0, gt=0, description="market seconds per stored telemetry bucket")
+    api: ApiModel = ApiModel()
+    clock: ClockModel = ClockModel()
+
+    @field_validator("setpoint_valid_s")
+    @classmethod
+    def _outlasts_tick(cls, value: float, info: ValidationInfo) -> float:
+        tick_s = info.data.get("tick_s")
+        if tick_s is not None and value <= tick_s:
+            raise ValueError(f"more than tick_s ({tick_s:g} s), or devices revert to 0 W between ticks")
+        return value
+
+    def database_target(self, config_path: Path) -> str:
+        """URL, or an SQLite path (relative paths are relative to the config file)."""
+        if self.database is None:
+            return str(config_path.with_suffix(".db"))
+        if "://" in self.database:
+            return self.database
+        return str(config_path.parent / self.database)

@@ -1,0 +1,294 @@
+"""The control tick, top to bottom: telemetry → dispatch → setpoints written → what was commanded recorded.
+
+``vpp.dispatch.dispatch`` makes every decision (eligibility, schedule target with
+SoC feedback, overrides, unit/SoC/site clamps); this module only feeds it and
+carries its answer out. The setpoints written are exactly ``TickResult.setpoints``
+(stamped with the wall time, which is what device revert timers count from).
+Recording is deadbanded: a unit's command is stored when it changes (power,
+reason, interval or schedule), so the table reads as a step-hold history
+without a row per unit every two seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from adapters.base import DeviceAdapter
+from vpp.daemon import store as tables
+from vpp.daemon.clock import Clock
+from vpp.daemon.metrics import Metrics
+from vpp.daemon.notify import Watchdog, watchdog_period_s
+from vpp.daemon.store import Store, bucket_rows
+from vpp.daemon.watch import OverrideActivity, OverridesWatcher, audit_row
+from vpp.dispatch import DispatchFleet, DispatchSettings, TickResult, dispatch
+from vpp.fleet_state import FleetState
+from vpp.schedule import Schedule
+from vpp.telemetry import Setpoint, Telemetry
+
+log = logging.getLogger(__name__)
+
+DEADBAND_KW = 0.01
+
+
+@dataclass
+class ScheduleInForce:
+    """The last good schedule; replaced only by a successful solve."""
+
+    schedule: Schedule | None = None
+    id: int | None = None
+    created_at: pd.Timestamp | None = None  # wall time
+    trigger: str | None = None
+    source: str | None = None  # solved | restored
+
+
+@dataclass
+class TelemetryBucket:
+    """Per-unit sums of the good samples seen in one downsample bucket (market time)."""
+
+    start: pd.Timestamp | None
+    power_sum: np.ndarray
+    soc_first: np.ndarray
+    soc_last: np.ndarray
+    samples: np.ndarray
+
+    @classmethod
+    def empty(cls, start: pd.Timestamp | None, n: int) -> TelemetryBucket:
+        return cls(start, np.zeros(n), np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=int))
+
+    def add(self, power_kw: np.ndarray, soc: np.ndarray) -> None:
+        good = ~np.isnan(power_kw) & ~np.isnan(soc)
+        self.power_sum[good] += power_kw[good]
+        first = good & (self.samples == 0)
+        self.soc_first[first] = soc[first]
+        self.soc_last[good] = soc[good]
+        self.samples[good] += 1
+
+
+@dataclass
+class TickRecord:
+    result: TickResult
+    wall: pd.Timestamp
+    duration_s: float  # from reading the clock to the last setpoint written
+    decide_s: float  # of which: telemetry snapshot and dispatch (the rest is waiting for devices)
+    written: int
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+class ControlLoop:
+    def __init__(
+        self,
+        *,
+        dfleet: DispatchFleet,
+        state: FleetState,
+        adapters: Mapping[str, DeviceAdapter],
+        schedule: ScheduleInForce,
+        watcher: OverridesWatcher,
+        clock: Clock,
+        store: Store,
+        metrics: Metrics,
+        settings: DispatchSettings,
+        tick_s: float,
+        setpoint_valid_s: float,
+        interval: pd.Timedelta,
+        downsample: pd.Timedelta,
+        site_base: Callable[[pd.Timestamp], np.ndarray | None] = lambda now: None,
+        on_availability: Callable[[frozenset[str]], None] = lambda out: None,
+        on_overrides: Callable[[], None] = lambda: None,
+        on_interval_closed: Callable[[pd.Timestamp], None] = lambda start: None,
+    ) -> None:
+        self.dfleet, self.state, self.adapters = dfleet, state, adapters
+        self.schedule, self.watcher, self.clock = schedule, watcher, clock
+        self.store, self.metrics, self.settings = store, metrics, settings
+        self.tick_s, self.valid_s = tick_s, setpoint_valid_s
+        self.step_s = max(tick_s, setpoint_valid_s)  # a setpoint may stay in force until it reverts
+        self.interval, self.downsample, self.site_base = interval, downsample, site_base
+        self.on_availability, self.on_overrides, self.on_interval_closed = on_availability, on_overrides, on_interval_closed
+        self.activity = OverrideActivity()
+        self.watchdog = Watchdog(min(1.0, watchdog_period_s() or 1.0))
+        self.last: TickRecord | None = None
+        self.ticks = 0
+        self.written_at: dict[str, pd.Timestamp] = {}  # wall time of each unit's last successful write
+        self.out: frozenset[str] | None = None
+        self.ticked = asyncio.Event()  # set after every tick (tests and the bench wait on it)
+        n = len(dfleet.unit_ids)
+        self._bucket = TelemetryBucket.empty(None, n)
+        self._interval: pd.Timestamp | None = None
+        self._recorded: dict[str, tuple] = {}
+        self._write_failing: dict[str, str] = {}  # unit -> error of its current run of failed writes
+        self._failures = dict.fromkeys(dfleet.unit_ids, 0)
+        self._available = [metrics.unit_available.labels(u) for u in dfleet.unit_ids]
+        self._deviation = [metrics.setpoint_deviation.labels(u) for u in dfleet.unit_ids]
+        self._last_kw = np.full(n, np.nan)  # last power commanded to each unit
+        self._measured = np.full(n, np.nan)
+
+    async def tick(self) -> TickRecord:
+        started = time.perf_counter()
+        wall = self.clock.wall()
+        now = self.clock.to_sim(wall)
+        if self.watcher.poll():
+            self.on_overrides()
+        overrides = self.watcher.current
+        telemetry = self._telemetry(now - wall)
+        schedule, schedule_id = self.schedule.schedule, self.schedule.id  # a solve may land while we write
+        result = dispatch(self.dfleet, now.to_pydatetime(), schedule, telemetry, overrides, site_base_kw=self.site_base(now), step_s=self.step_s, settings=self.settings)
+        setpoints = [replace(sp, issued_at=wall.to_pydatetime()) for sp in result.setpoints(self.valid_s)]
+        decided = time.perf_counter()
+        errors = await self._write(setpoints, wall)
+        duration = time.perf_counter() - started
+
+        self._record(result, schedule_id, wall, now, errors)
+        self._audit(now, wall, overrides)
+        self._sample(now, telemetry, result)
+        self._observe(result, duration, len(setpoints) - len(errors))
+        self._track_interval(now)
+        self.last = TickRecord(result, wall, duration, decided - started, len(setpoints) - len(errors), errors)
+        self.ticks += 1
+        self.watchdog.feed()
+        self.ticked.set()
+        self.ticked.clear()
+        return self.last
+
+    async def zero_all(self) -> int:
+        """Shutdown: command 0 W to every unit that answers (a unit out of reach reverts by its own timer)."""
+        wall = self.clock.wall()
+        setpoints = [Setpoint(uid, 0.0, wall.to_pydatetime(), self.valid_s) for uid in self.adapters]
+        errors = await self._write(setpoints, wall)
+        for uid, err in errors.items():
+            log.warning("shutdown: 0 W not written unit=%s error=%s (its revert timer takes over)", uid, err)
+        return len(setpoints) - len(errors)
+
+    def flush(self) -> None:
+        """Store the telemetry bucket in progress (shutdown)."""
+        self._flush_bucket()
+
+    # ------------------------------------------------------------ steps
+
+    def _telemetry(self, offset: pd.Timedelta) -> dict[str, Telemetry | None]:
+        """The process image, re-stamped into market time so its age stays in wall seconds."""
+        snapshot = {uid: self.state.telemetry(uid) for uid in self.dfleet.unit_ids}
+        if offset == pd.Timedelta(0):
+            return snapshot
+        delta = offset.to_pytimedelta()
+        return {uid: (replace(t, timestamp=t.timestamp + delta) if t is not None else None) for uid, t in snapshot.items()}
+
+    async def _write(self, setpoints: list[Setpoint], wall: pd.Timestamp) -> dict[str, str]:
+        results = await asyncio.gather(*(self.adapters[sp.unit_id].write(sp) for sp in setpoints), return_exceptions=True)
+        errors: dict[str, str] = {}
+        for sp, outcome in zip(setpoints, results):
+            if isinstance(outcome, BaseException):
+                errors[sp.unit_id] = str(outcome) or type(outcome).__name__
+                self.metrics.adapter_errors.labels(sp.unit_id, "write").inc()
+                if self._write_failing.get(sp.unit_id) is None:  # log the first failure of a run, not every tick
+                    log.warning("setpoint not written unit=%s power_kw=%.3f error=%s", sp.unit_id, sp.power_kw, errors[sp.unit_id])
+                self._write_failing[sp.unit_id] = errors[sp.unit_id]
+            else:
+                self.written_at[sp.unit_id] = wall
+                if self._write_failing.pop(sp.unit_id, None) is not None:
+                    log.info("setpoints written again unit=%s", sp.unit_id)
+        return errors
+
+    def _record(self, result: TickResult, schedule_id: int | None, wall: pd.Timestamp, now: pd.Timestamp, errors: dict[str, str]) -> None:
+        interval = result.interval.to_pydatetime() if result.interval is not None else None
+        schedule_id = schedule_id if result.interval is not None else None
+        rows = []
+        for i, uid in enumerate(result.unit_ids):
+            p = result.power_kw[i]
+            power = None if np.isnan(p) else float(p)
+            key = (power, result.reasons[i], interval, schedule_id, errors.get(uid))
+            last = self._recorded.get(uid)
+            if last is not None and _same(last, key):
+                continue
+            self._recorded[uid] = key
+            rows.append(
+                {
+                    "market_at": now.to_pydatetime(),
+                    "wall_at": wall.to_pydatetime(),
+                    "unit_id": uid,
+                    "power_kw": power,
+                    "scheduled_kw": float(result.scheduled_kw[i]),
+                    "interval_start": interval,
+                    "schedule_id": schedule_id,
+                    "reason": result.reasons[i][:256],
+                    "error": errors[uid][:256] if uid in errors else None,
+                }
+            )
+        if rows:
+            self.store.submit(self.store.insert, tables.commands, rows)
+
+    def _audit(self, now: pd.Timestamp, wall: pd.Timestamp, overrides) -> None:
+        events = self.activity.update(now, overrides)
+        if events:
+            for event, o in events:
+                log.info("override %s kind=%s unit=%s site=%s value=%s author=%s reason=%s", event, o.kind.value, o.unit_id, o.site_id, o.value, o.author, o.reason)
+            self.store.submit(self.store.insert, tables.override_audit, [audit_row(event, self.watcher.source, wall, now, o) for event, o in events])
+
+    def _sample(self, now: pd.Timestamp, telemetry: Mapping[str, Telemetry | None], result: TickResult) -> None:
+        """Add this tick's measured power and SoC (units in dispatch only) to the telemetry bucket."""
+        start = now.floor(self.downsample)
+        if self._bucket.start != start:
+            self._flush_bucket()
+            self._bucket = TelemetryBucket.empty(start, len(self.dfleet.unit_ids))
+        fresh = ~np.isnan(result.power_kw)
+        power = np.array([_num(t.power_kw) if t is not None else np.nan for t in telemetry.values()])
+        soc = np.array([_num(t.soc) if t is not None else np.nan for t in telemetry.values()])
+        self._bucket.add(np.where(fresh, power, np.nan), np.where(fresh, soc, np.nan))
+        self._measured = power
+
+    def _flush_bucket(self) -> None:
+        b = self._bucket
+        if b.start is not None and b.samples.any():
+            self.store.submit(self.store.insert, tables.telemetry, bucket_rows(b.start, self.dfleet.unit_ids, b.power_sum, b.soc_first, b.soc_last, b.samples))
+        self._bucket = TelemetryBucket.empty(None, len(self.dfleet.unit_ids))
+
+    def _observe(self, result: TickResult, duration: float, written: int) -> None:
+        m = self.metrics
+        m.ticks.inc()
+        m.tick_duration.observe(duration)
+        if duration > self.tick_s:
+            m.tick_overruns.inc()
+            log.warning("control tick overrun duration_s=%.3f period_s=%.3f", duration, self.tick_s)
+        m.setpoints_written.inc(written)
+        available = ~np.isnan(result.power_kw)
+        self._last_kw = np.where(available, result.power_kw, self._last_kw)
+        deviation = self._measured - self._last_kw
+        for i, uid in enumerate(result.unit_ids):
+            self._available[i].set(1.0 if available[i] else 0.0)
+            if not np.isnan(deviation[i]):
+                self._deviation[i].set(float(deviation[i]))
+            failures, before = self.state.health(uid).consecutive_failures, self._failures[uid]
+            if failures != before:  # new failures since the last tick (a reset to 0 in between counts from 0)
+                m.adapter_errors.labels(uid, "read").inc(failures - before if failures > before else failures)
+                self._failures[uid] = failures
+        if self.schedule.created_at is not None:
+            m.schedule_age.set((self.clock.wall() - self.schedule.created_at).total_seconds())
+        out = frozenset(uid for uid, a in zip(result.unit_ids, available) if not a)
+        if self.out is not None and out != self.out:
+            came, went = sorted(self.out - out), sorted(out - self.out)
+            log.info("units out of dispatch changed out=%s back=%s", ",".join(went) or "-", ",".join(came) or "-")
+            self.on_availability(out)
+        self.out = out
+
+    def _track_interval(self, now: pd.Timestamp) -> None:
+        current = now.floor(self.interval)
+        previous, self._interval = self._interval, current
+        if previous is not None and current > previous:
+            self._flush_bucket()  # the closed interval's last bucket, before it is settled
+            self.on_interval_closed(previous)
+
+
+def _num(value: float | None) -> float:
+    return np.nan if value is None else float(value)
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    (pa, *ra), (pb, *rb) = a, b
+    if ra != rb or (pa is None) != (pb is None):
+        return False
+    return pa is None or abs(pa - pb) <= DEADBAND_KW

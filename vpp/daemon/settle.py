@@ -1,0 +1,130 @@
+"""Settling closed market intervals from what the daemon recorded, once each, across crashes.
+
+After an interval closes, its metered mean power and SoC per unit come from
+the downsampled telemetry (every stored bucket, weighted by its samples, so a
+bucket split by a restart still averages right), the reserve each unit held
+from the schedule in force, and the prices from the config. ``vpp.settlement``
+turns that into amounts and ``vpp.ledger.store.record_settlements`` stores them
+in one transaction, keyed by unit × interval × stream. Each interval is settled
+on its own (so per-horizon streams never depend on how intervals were
+batched), and the same inputs are read back after a restart: a re-settlement
+is identical and the ledger keeps the first. ``daemon_settled_intervals`` only
+saves the work; the ledger's key is what makes it exactly-once.
+Runs on the database thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from optimizers.problem import build_problem
+from vpp.config import VppConfig
+from vpp.daemon.clock import Clock
+from vpp.daemon.store import Store, schedules
+from vpp.ledger.money import currency_exponent
+from vpp.ledger.store import record_settlements
+from vpp.schedule import Schedule
+from vpp.settlement import settle
+
+log = logging.getLogger(__name__)
+
+
+class Settler:
+    def __init__(self, cfg: VppConfig, store: Store, clock: Clock, tick_s: float, on_settled: Callable[[], None] = lambda: None) -> None:
+        self.cfg, self.store, self.clock, self.on_settled = cfg, store, clock, on_settled
+        self.unit_ids = tuple(u.id for u in cfg.units)
+        self.energy_kwh = np.array([u.energy_kwh for u in cfg.units])
+        wall_interval_s = clock.wall_seconds(cfg.interval.total_seconds())
+        self.expected_samples = max(wall_interval_s / tick_s - 1.0, 1.0)  # ticks a unit in dispatch all along contributes
+        self._schedules: dict[int, Schedule] = {}
+
+    def catch_up(self, now: pd.Timestamp) -> int:
+        """Settle every closed interval since the first recorded telemetry that the ledger lacks (start-up)."""
+        first = self.store.first_telemetry()
+        if first is None:
+            return 0
+        starts = pd.date_range(first.floor(self.cfg.interval), now.floor(self.cfg.interval), freq=self.cfg.interval, inclusive="left")
+        done = self.store.settled(starts[0]) if len(starts) else set()
+        todo = [s for s in starts if s not in done]
+        for start in todo:
+            self.settle_interval(start)
+        if todo:
+            log.info("settlement catch-up intervals=%d from=%s", len(todo), todo[0].isoformat())
+        return len(todo)
+
+    def settle_interval(self, start: pd.Timestamp) -> int:
+        """Settle the interval starting at ``start``; returns the ledger rows that were new."""
+        if start in self.store.settled(start):
+            return 0
+        end = start + self.cfg.interval
+        index = pd.date_range(start, periods=1, freq=self.cfg.interval)
+        power, soc, held = self._metered(start, end)
+        schedule = self._schedule_for(start, end)
+        reserve, dr = self._held(schedule, start, held)
+        problem = build_problem(self.cfg.fleet, self.cfg.market, index, terminal=self.cfg.terminal, where=f"{self.cfg.path}: settlement {start.isoformat()}")
+        frame = settle(problem, power[:, None], soc, reserve, dr, currency_exponent=currency_exponent(self.cfg.currency))
+        dt_h = self.cfg.interval.total_seconds() / 3600.0
+        energy = pd.DataFrame({"interval_start": index[0], "unit_id": self.unit_ids, "discharged_kwh": np.maximum(power, 0.0) * dt_h, "charged_kwh": np.maximum(-power, 0.0) * dt_h})
+        new = record_settlements(self.store.engine, frame, energy)
+        self.store.mark_settled(start, self.clock.wall(), len(frame))
+        self.on_settled()
+        log.info("settled interval=%s rows=%d new=%d total_minor=%d", start.isoformat(), len(frame), new, int(frame["amount_minor"].sum()) if len(frame) else 0)
+        return new
+
+    def _metered(self, start: pd.Timestamp, end: pd.Timestamp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(U,) mean power (0 for a unit never seen: its device idles without setpoints), (U, 2) SoC kWh at
+        the interval's ends, (U,) share of the interval the unit was in dispatch."""
+        buckets = self.store.metered(start, end).sort_values(["bucket_start"], kind="stable")
+        pos = {u: i for i, u in enumerate(self.unit_ids)}
+        n = len(self.unit_ids)
+        power, samples = np.zeros(n), np.zeros(n)
+        soc = np.full((n, 2), np.nan)
+        for uid, rows in buckets.groupby("unit_id", sort=False):
+            if uid not in pos:
+                continue
+            i = pos[uid]
+            w = rows["samples"].to_numpy(dtype=float)
+            samples[i] = w.sum()
+            power[i] = float((rows["power_kw_mean"].to_numpy() * w).sum() / w.sum())
+            soc[i] = (rows["soc_first"].iloc[0], rows["soc_last"].iloc[-1])
+        soc_kwh = np.nan_to_num(soc) * self.energy_kwh[:, None]
+        return power, soc_kwh, np.minimum(samples / self.expected_samples, 1.0)
+
+    def _schedule_for(self, start: pd.Timestamp, end: pd.Timestamp) -> Schedule | None:
+        """The last schedule computed before the interval ended that covers it."""
+        c = schedules.c
+        query = (
+            sa.select(c.id)
+            .where(c.start <= start.to_pydatetime(), c.end > start.to_pydatetime(), c.created_at <= self.clock.to_wall(end).to_pydatetime())
+            .order_by(c.id.desc())
+            .limit(1)
+        )
+        with self.store.engine.connect() as conn:
+            schedule_id = conn.execute(query).scalar()
+            if schedule_id is None:
+                return None
+            if schedule_id not in self._schedules:
+                payload = conn.execute(sa.select(c.payload).where(c.id == schedule_id)).scalar_one()
+                if payload is None:  # cannot happen by drop_payloads_before's rule; settle without reserves
+                    log.warning("schedule id=%d for interval %s has no stored plan", schedule_id, start.isoformat())
+                    return None
+                self._schedules = {schedule_id: pickle.loads(payload)}  # keep one: intervals settle in order
+        self.store.drop_payloads_before(schedule_id)
+        return self._schedules[schedule_id]
+
+    def _held(self, schedule: Schedule | None, start: pd.Timestamp, held: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Reserve allocations of the schedule in force, paid only for the share of the interval each unit
+        was in dispatch; its DR commitments."""
+        if schedule is None:
+            return {}, {}
+        t = schedule.index.get_loc(start)
+        row = {uid: k for k, uid in enumerate(schedule.unit_ids)}
+        take = np.array([row.get(uid, -1) for uid in self.unit_ids])
+        reserve = {pid: np.where(take >= 0, alloc[np.maximum(take, 0), t], 0.0)[:, None] * held[:, None] for pid, alloc in schedule.reserve_kw.items()}
+        return reserve, dict(schedule.dr_commitment_kw)
