@@ -78,7 +78,7 @@ def test_sites_that_can_bind_or_are_priced_stay_whole_and_the_rest_is_detached()
 def test_decomposed_schedule_is_exactly_feasible_close_to_the_monolith_with_a_valid_bound():
     p = fleet_case()
     mono = _monolithic(p, MONO, None)
-    dec = optimize(p, SolverOptions(decomposition="on", piece_units=3, mip_gap=1e-4))
+    dec = optimize(p, SolverOptions(decomposition="on", piece_units=3, mip_gap=1e-4, bound_rounds=8))
     assert_schedule_feasible(p, dec)
     assert dec.stats.pieces > 1
     for prod in p.products:

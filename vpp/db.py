@@ -57,11 +57,5 @@ def open_database(url_or_path: str | Path) -> Engine:
 
 def _import_table_owners() -> None:
     """Table-owning modules register on METADATA when imported; import them so none is missed."""
-    import importlib
-
-    for name in ("vpp.ledger.store", "vpp.daemon.store"):
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
+    import vpp.daemon.store  # noqa: F401
+    import vpp.ledger.store  # noqa: F401
