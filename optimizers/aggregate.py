@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 
 from optimizers.problem import Problem
-from optimizers.subproblem import _BY_UNIT
+from optimizers.subproblem import BY_UNIT
 from vpp.schedule import Schedule
 
 _EXTENSIVE = ("p_ch_max", "p_dis_max", "e_max", "soc_min_kwh", "soc_max_kwh", "soc0_kwh", "terminal_kwh", "forced_unit_kw")
@@ -27,7 +27,7 @@ _EXTENSIVE = ("p_ch_max", "p_dis_max", "e_max", "soc_min_kwh", "soc_max_kwh", "s
 def identical_groups(p: Problem) -> list[np.ndarray]:
     """Unit positions grouped by identical site, parameters, state and product eligibility."""
     columns = [p.unit_site[:, None].astype(float)]
-    for name in _BY_UNIT:
+    for name in BY_UNIT:
         value = getattr(p, name)
         if value is not None:
             columns.append(np.asarray(value, dtype=float).reshape(len(p.unit_ids), -1))
@@ -43,7 +43,7 @@ def aggregate(p: Problem, groups: list[np.ndarray]) -> Problem:
     lead = np.array([g[0] for g in groups])
     size = np.array([len(g) for g in groups], dtype=float)
     changes: dict = {}
-    for name in _BY_UNIT:
+    for name in BY_UNIT:
         value = getattr(p, name)
         if value is None:
             continue

@@ -123,9 +123,8 @@ def _decomposed(p: Problem, pieces: list[Piece], options: SolverOptions, run: Ca
     fractions = {pid: f for pid, (_, f) in bids.items()}
     repaired = [] if unplaced else run([_repair_problem(q, s, fractions, scale) for q, s in zip(stage1, solved)])
     if unplaced or any(s.schedule.violations for s in repaired):
-        from optimizers.model import (
-            _monolithic,  # the shares could not be met piece by piece: solve the whole
-        )
+        # the shares could not be met piece by piece: solve the whole
+        from optimizers.model import _monolithic
 
         return _monolithic(p, replace(options, decomposition="off"), None)
     schedule = _merge(p, pieces, repaired, bids, commitments)
@@ -189,11 +188,11 @@ def _reduction_slope(p: Problem, pieces: list[Piece], members: list[int], priced
     return out
 
 
-def _polyak_step(p: Problem, center: dict[str, np.ndarray], slope: dict[str, np.ndarray], excess: float) -> dict[str, np.ndarray]:
+def _polyak_step(p: Problem, lam: dict[str, np.ndarray], slope: dict[str, np.ndarray], excess: float) -> dict[str, np.ndarray]:
     """λ moves toward intervals whose reduction fell short (step = excess / |slope|²), back onto Σ_t λ_t = value."""
     norm = sum(float((g**2).sum()) for g in slope.values())
     step = max(excess, 0.0) / norm if norm > 0 else 0.0
-    return {e.id: _onto_simplex(center[e.id] - step * slope[e.id], e.active, e.value_per_kw) for e in p.events}
+    return {e.id: _onto_simplex(lam[e.id] - step * slope[e.id], e.active, e.value_per_kw) for e in p.events}
 
 
 def _onto_simplex(x: np.ndarray, active: np.ndarray, total: float) -> np.ndarray:

@@ -13,11 +13,11 @@ import numpy as np
 
 from optimizers.problem import Problem
 
-_BY_UNIT = (
+BY_UNIT = (
     "p_ch_max", "p_dis_max", "e_max", "soc_min_kwh", "soc_max_kwh", "eta_ch", "eta_dis", "sigma_per_h",
     "deg_cost_per_mwh", "cycles_per_day", "soc0_kwh", "terminal_kwh", "wholesale_unit", "forced_unit_kw", "direction",
 )  # fmt: skip
-_BY_SITE = (
+BY_SITE = (
     "site_net_load_kw", "import_limit_kw", "export_limit_kw", "retail_site", "tou_price_per_mwh", "feed_in_per_mwh",
     "demand_charge_per_kw", "peak_so_far_kw", "forced_site_kw", "grid_value_per_kw",
 )  # fmt: skip
@@ -33,8 +33,8 @@ def restrict(p: Problem, sites: np.ndarray) -> Problem:
     units = np.flatnonzero(np.isin(p.unit_site, sites))
     new_site = np.full(len(p.site_ids), -1)
     new_site[sites] = np.arange(len(sites))
-    changes: dict = {name: getattr(p, name)[units] for name in _BY_UNIT if getattr(p, name) is not None}
-    changes.update({name: getattr(p, name)[sites] for name in _BY_SITE if getattr(p, name) is not None})
+    changes: dict = {name: getattr(p, name)[units] for name in BY_UNIT if getattr(p, name) is not None}
+    changes.update({name: getattr(p, name)[sites] for name in BY_SITE if getattr(p, name) is not None})
     changes["unit_ids"] = tuple(np.asarray(p.unit_ids, dtype=object)[units])
     changes["site_ids"] = tuple(np.asarray(p.site_ids, dtype=object)[sites])
     changes["unit_site"] = new_site[p.unit_site[units]]
@@ -52,7 +52,7 @@ def detach(p: Problem, units: np.ndarray, member_of: np.ndarray) -> Problem:
     """
     units = np.asarray(units, dtype=int)
     n_t = len(p.index)
-    changes: dict = {name: getattr(p, name)[units] for name in _BY_UNIT if getattr(p, name) is not None}
+    changes: dict = {name: getattr(p, name)[units] for name in BY_UNIT if getattr(p, name) is not None}
     changes.update(
         unit_ids=tuple(np.asarray(p.unit_ids, dtype=object)[units]),
         unit_site=np.zeros(len(units), dtype=int),

@@ -72,7 +72,7 @@ class DispatchFleet:
     self_discharge_per_h: np.ndarray
     import_limit_kw: np.ndarray  # (S,)
     export_limit_kw: np.ndarray  # (S,)
-    products: dict[str, tuple[bool, float]]  # reserve product -> (is up, expected deployment fraction)
+    up_products: dict[str, bool]  # reserve product -> whether it needs headroom above the base point (else below)
 
     @classmethod
     def of(cls, fleet: Fleet, market: Market | None = None) -> DispatchFleet:
@@ -98,7 +98,7 @@ class DispatchFleet:
             self_discharge_per_h=col("self_discharge_per_h"),
             import_limit_kw=np.array([s.import_limit_kw for s in fleet.sites], dtype=float),
             export_limit_kw=np.array([s.export_limit_kw for s in fleet.sites], dtype=float),
-            products={p.id: (p.kind.is_up, p.deployment_fraction) for p in market.products} if market else {},
+            up_products={p.id: p.kind.is_up for p in market.products} if market else {},
         )
 
 
@@ -256,10 +256,10 @@ def _target(fleet: DispatchFleet, now: pd.Timestamp, schedule: Schedule | None, 
     blocked = {o.product_id for o in active if o.kind is OverrideKind.BLOCK_PRODUCT}
     up, down = np.zeros(n), np.zeros(n)
     for pid, alloc in schedule.reserve_kw.items():
-        if pid in blocked or pid not in fleet.products:
+        if pid in blocked or pid not in fleet.up_products:
             continue
         held = np.where(known, alloc[take, t], 0.0)
-        if fleet.products[pid][0]:
+        if fleet.up_products[pid]:
             up += held
         else:
             down += held
