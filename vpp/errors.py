@@ -25,7 +25,8 @@ class InputError(VppError):
         self.field = field
         self.value = value
         self.expected = expected
-        shown = repr(value) if not isinstance(value, str) else repr(value[:80])
+        # long strings are cut in the middle: the end of a path (the file name) is what identifies it
+        shown = repr(value if not isinstance(value, str) or len(value) <= 160 else f"{value[:40]}…{value[-110:]}")
         super().__init__(f"{where}: {field}: got {shown}; expected {expected}")
 
 
