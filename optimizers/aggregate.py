@@ -18,6 +18,7 @@ from dataclasses import replace
 import numpy as np
 
 from optimizers.problem import Problem
+from optimizers.revenue import schedule_of
 from optimizers.subproblem import BY_UNIT
 from vpp.schedule import Schedule
 
@@ -69,19 +70,18 @@ def disaggregate(p: Problem, groups: list[np.ndarray], s: Schedule) -> Schedule:
     def split(a: np.ndarray) -> np.ndarray:
         return a[member_of] / size[:, None]
 
-    from optimizers.revenue import revenue_streams
-
-    ch, dis, soc = split(s.charge_kw), split(s.discharge_kw), split(s.soc_kwh)
     reserve = {k: split(v) for k, v in s.reserve_kw.items()}
-    revenue, unit_revenue = revenue_streams(p, ch, dis, soc, reserve, s.dr_commitment_kw)
-    return replace(
-        s,
-        unit_ids=p.unit_ids,
-        charge_kw=ch,
-        discharge_kw=dis,
-        soc_kwh=soc,
-        reserve_kw=reserve,
+    return schedule_of(
+        p,
+        split(s.charge_kw),
+        split(s.discharge_kw),
+        split(s.soc_kwh),
+        reserve,
+        s.dr_commitment_kw,
         reserve_from_charge_kw={k: split(v) for k, v in s.reserve_from_charge_kw.items()},
-        revenue=revenue,
-        unit_revenue=unit_revenue,
+        bids_kw=s.bids_kw,
+        site_net_kw=s.site_net_kw,
+        stats=s.stats,
+        violations=s.violations,
+        dr_price_per_kw=s.dr_price_per_kw,
     )

@@ -44,7 +44,7 @@ import numpy as np
 
 from optimizers.lp import ABS_GAP, Warm
 from optimizers.problem import Problem
-from optimizers.revenue import revenue_streams
+from optimizers.revenue import schedule_of
 from optimizers.subproblem import detach, restrict
 from vpp.schedule import Schedule, SolverOptions, SolverStats
 
@@ -477,21 +477,16 @@ def _merge(p: Problem, pieces: list[Piece], solved: list[_Solved], bids, commitm
             from_charge[pid][order] = sch.reserve_from_charge_kw[pid]
     site_net = -p.site_net_load_kw.copy()
     np.add.at(site_net, p.unit_site, dis - ch)
-    revenue, unit_revenue = revenue_streams(p, ch, dis, soc, reserve, commitments)
-    return Schedule(
-        index=p.index,
-        unit_ids=p.unit_ids,
-        site_ids=p.site_ids,
-        charge_kw=ch,
-        discharge_kw=dis,
-        soc_kwh=soc,
-        reserve_kw=reserve,
+    return schedule_of(
+        p,
+        ch,
+        dis,
+        soc,
+        reserve,
+        commitments,
         reserve_from_charge_kw=from_charge,
         bids_kw={pid: b for pid, (b, _) in bids.items()},
-        dr_commitment_kw=commitments,
         site_net_kw=site_net,
-        revenue=revenue,
-        unit_revenue=unit_revenue,
         stats=SolverStats("feasible", 0.0, 0.0, 0.0, 0.0, 0, 0, 0),
     )
 

@@ -28,7 +28,7 @@ from optimizers.lp import LinearModel, Session, Solution, Warm
 from optimizers.overrides import add_overrides
 from optimizers.problem import Problem
 from optimizers.reserves import add_reserves
-from optimizers.revenue import objective_offset, revenue_streams
+from optimizers.revenue import objective_offset, schedule_of
 from optimizers.sites import add_sites
 from optimizers.units import add_exclusivity, add_units
 from vpp.errors import SolverError
@@ -165,22 +165,16 @@ def extract(b: Built, x: np.ndarray, stats: SolverStats, violations: tuple[Viola
     bids = {pid: q.value(x) for pid, q in b.bids.items()}
     commitments = {eid: float(q.value(x)[0]) for eid, q in b.commitments.items()}
     assert b.imp is not None and b.exp is not None
-    site_net = x[b.exp] - x[b.imp]
-    revenue, unit_revenue = revenue_streams(p, ch, dis, soc, reserve, commitments)
-    return Schedule(
-        index=p.index,
-        unit_ids=p.unit_ids,
-        site_ids=p.site_ids,
-        charge_kw=ch,
-        discharge_kw=dis,
-        soc_kwh=soc,
-        reserve_kw=reserve,
+    return schedule_of(
+        p,
+        ch,
+        dis,
+        soc,
+        reserve,
+        commitments,
         reserve_from_charge_kw={pid: x[r_ch] for pid, (r_ch, _) in b.reserve.items()},
         bids_kw=bids,
-        dr_commitment_kw=commitments,
-        site_net_kw=site_net,
-        revenue=revenue,
-        unit_revenue=unit_revenue,
+        site_net_kw=x[b.exp] - x[b.imp],
         stats=stats,
         violations=violations,
         dr_price_per_kw=dr_price,

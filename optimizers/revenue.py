@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from optimizers.problem import Problem
+from vpp.schedule import Schedule
 
 
 def revenue_streams(
@@ -25,6 +26,34 @@ def revenue_streams(
     """Totals by stream, and by stream per unit: sums of ``revenue_by_interval``."""
     matrices = revenue_by_interval(p, ch, dis, soc, reserve, commitments)
     return {k: float(m.sum()) for k, m in matrices.items()}, {k: m.sum(axis=1) for k, m in matrices.items()}
+
+
+def schedule_of(
+    p: Problem,
+    ch: np.ndarray,
+    dis: np.ndarray,
+    soc: np.ndarray,
+    reserve: dict[str, np.ndarray],
+    commitments: dict[str, float],
+    **rest,
+) -> Schedule:
+    """A ``Schedule`` for ``p`` with its revenue computed from the plan itself (never from a solver's
+    objective): the one place every way of solving (whole, decomposed, aggregated) assembles one.
+    ``rest`` carries the other ``Schedule`` fields (bids, site net, stats, ...)."""
+    revenue, unit_revenue = revenue_streams(p, ch, dis, soc, reserve, commitments)
+    return Schedule(
+        index=p.index,
+        unit_ids=p.unit_ids,
+        site_ids=p.site_ids,
+        charge_kw=ch,
+        discharge_kw=dis,
+        soc_kwh=soc,
+        reserve_kw=reserve,
+        dr_commitment_kw=commitments,
+        revenue=revenue,
+        unit_revenue=unit_revenue,
+        **rest,
+    )
 
 
 def revenue_by_interval(
