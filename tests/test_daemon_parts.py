@@ -8,7 +8,6 @@ import asyncio
 import os
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import time as clock_time
 from pathlib import Path
@@ -23,8 +22,8 @@ from adapters.base import DeviceAdapter
 from adapters.health import Backoff
 from tests.builders import START, hours, market, product
 from tests.daemon_rig import hang, write_config
+from tests.databases import empty_database
 from tests.test_dispatch import NOW, cases, plan
-from tests.test_ledger_store import _pg_admin
 from vpp.config import load_config
 from vpp.daemon.clock import Clock
 from vpp.daemon.control import ControlLoop, ScheduleInForce
@@ -322,20 +321,8 @@ def test_notify_sends_datagrams_to_the_socket_systemd_names(tmp_path: Path, monk
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database: an SQLite file, or a fresh PostgreSQL database at 127.0.0.1:5432 (skipped, with the
     reason, when no server answers)."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "daemon.db")
-        return
-    try:
-        admin, user = _pg_admin()
-    except ConnectionError as err:
-        pytest.skip(str(err))
-    name = f"vpp_daemon_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://{user}@127.0.0.1:5432/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with empty_database(request.param, tmp_path, "daemon") as url:
+        yield url
 
 
 def test_a_stored_schedule_comes_back_as_it_was(tmp_path: Path, database: str) -> None:

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from fractions import Fraction as F
 from pathlib import Path
@@ -26,6 +25,7 @@ import sqlalchemy as sa
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
+from tests.databases import empty_database
 from vpp.db import open_database
 from vpp.ledger.contracts import (
     AgencyOperation,
@@ -48,38 +48,10 @@ from vpp.ledger.store import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_HOST, PG_PORT = "127.0.0.1", 5432
-
-
-def _pg_admin() -> tuple[object, str]:
-    """An autocommit connection to the ``test`` database, as the first user that works."""
-    import psycopg
-
-    last: Exception | None = None
-    for user in ("postgres", "root"):
-        try:
-            return psycopg.connect(host=PG_HOST, port=PG_PORT, dbname="test", user=user, autocommit=True, connect_timeout=3), user
-        except psycopg.OperationalError as err:
-            last = err
-    raise ConnectionError(f"no PostgreSQL at {PG_HOST}:{PG_PORT} (database test, users postgres/root): {last}")
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def ledger_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield str(tmp_path_factory.mktemp("ledger") / "ledger.db")
-        return
-    try:
-        admin, user = _pg_admin()
-    except ConnectionError as err:
-        pytest.skip(str(err))
-    name = f"vpp_ledger_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://{user}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with empty_database(request.param, tmp_path_factory.mktemp("ledger"), "ledger") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

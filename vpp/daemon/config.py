@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from vpp.db import default_database
 from vpp.errors import InputError
 
 
@@ -90,7 +91,7 @@ class DaemonModel(_Strict):
     def database_target(self, config_path: Path) -> str:
         """URL, or an SQLite path (relative paths are relative to the config file)."""
         if self.database is None:
-            return str(config_path.with_suffix(".db"))
+            return str(default_database(config_path))
         if "://" in self.database:
             return self.database
         return str(config_path.parent / self.database)
