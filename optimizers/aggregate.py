@@ -40,18 +40,34 @@ def identical_groups(p: Problem) -> list[np.ndarray]:
 
 
 def aggregate(p: Problem, groups: list[np.ndarray]) -> Problem:
-    """One unit per group, its extensive quantities (power, energy, SoC) × the group's size."""
-    lead = np.array([g[0] for g in groups])
-    size = np.array([len(g) for g in groups], dtype=float)
+    """One unit per group: its extensive quantities (power, energy, SoC) summed over the members, its
+    intensive ones (efficiencies, costs) their energy-weighted means, flags the first member's.
+
+    For groups of identical units (``identical_groups``) that is exactly n × one unit. The
+    decomposition also merges *unlike* units this way, into a small stand-in fleet whose prices it
+    only uses as a starting point (``decompose._surrogate_prices``): one function for both, so the
+    stand-in is the same model.
+    """
+    order = np.concatenate(groups)
+    starts = np.cumsum([0] + [len(g) for g in groups[:-1]])
+    lead = order[starts]
+    weight = p.e_max[order]
+    total_weight = np.add.reduceat(weight, starts)
     changes: dict = {}
     for name in BY_UNIT:
         value = getattr(p, name)
         if value is None:
             continue
-        picked = value[lead]
         if name in _EXTENSIVE:
-            picked = picked * (size if picked.ndim == 1 else size[:, None])
-        changes[name] = picked
+            changes[name] = np.add.reduceat(value[order], starts, axis=0)
+        elif value.dtype.kind in "bi":
+            changes[name] = value[lead]
+        else:
+            w = weight if value.ndim == 1 else weight[:, None]
+            tw = total_weight if value.ndim == 1 else total_weight[:, None]
+            mean = np.add.reduceat(value[order] * w, starts, axis=0) / np.where(tw > 0, tw, 1.0)
+            same = np.minimum.reduceat(value[order], starts, axis=0) == np.maximum.reduceat(value[order], starts, axis=0)
+            changes[name] = np.where(same, value[lead], mean)  # identical members keep their value to the bit
     changes["unit_ids"] = tuple(p.unit_ids[i] for i in lead)
     changes["unit_site"] = p.unit_site[lead]
     changes["products"] = tuple(replace(prod, eligible=prod.eligible[lead]) for prod in p.products)

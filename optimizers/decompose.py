@@ -46,6 +46,7 @@ from optimizers.lp import ABS_GAP, Warm
 from optimizers.problem import Problem
 from optimizers.revenue import schedule_of
 from optimizers.subproblem import detach, restrict
+from vpp.errors import SolverError
 from vpp.schedule import Schedule, SolverOptions, SolverStats
 
 AUTO_MIN_UNITS = 40  # below this the monolith (with its branch-and-bound) is as fast and tighter
@@ -60,7 +61,7 @@ class Piece:
 
 @dataclass
 class _Solved:
-    schedule: Schedule
+    schedule: Schedule | None  # None: HiGHS returned no usable answer (a repair may retry, other stages fail)
     net_export_kw: np.ndarray  # (T,) the piece's export − import (detached: its units' net power)
 
 
@@ -115,53 +116,91 @@ def decomposed(p: Problem, options: SolverOptions) -> Schedule:
 def _decomposed(p: Problem, pieces: list[Piece], options: SolverOptions, run: Callable[..., list[_Solved]], t0: float) -> Schedule:
     shares = _baseline_shares(p, pieces)
     stage1 = [_own_dr_problem(p, pc, shares, k) for k, pc in enumerate(pieces)]
-    solved = run(stage1)
+    prices = _surrogate_prices(p, pieces, options) if _dr_members(p, pieces) else None
+    everyone = list(range(len(pieces)))
+    if prices is None:
+        solved, relaxed = run(stage1, everyone), None
+    else:
+        # the bound's pieces need nothing from stage 1: one batch, so workers never idle in between,
+        # and each bound LP restarts from its own stage-1 basis
+        out = run(stage1 + [_priced_problem(q, prices) for q in stage1], everyone + everyone, [""] * len(pieces) + ["bound"] * len(pieces))
+        solved, relaxed = out[: len(pieces)], out[len(pieces) :]
+    if any(s.schedule is None for s in solved + (relaxed or [])):
+        raise SolverError("decomposition: HiGHS gave no answer for a piece's LP")
 
-    bids = {prod.id: _round_bid(prod, _alloc_sum(solved, prod.id, len(p.index))) for prod in p.products}
-    commitments, scale = _round_commitments(p, solved)
-    unplaced = any(((b > 0) & (f == 0)).any() for b, f in bids.values())  # a submitted bid nobody priced in
-    fractions = {pid: f for pid, (_, f) in bids.items()}
-    repaired = [] if unplaced else run([_repair_problem(q, s, fractions, scale) for q, s in zip(stage1, solved)])
-    if unplaced or any(s.schedule.violations for s in repaired):
+    held = {prod.id: np.array([s.schedule.reserve_kw[prod.id].sum(axis=0) for s in solved]) for prod in p.products}  # (K, T)
+    bids = {prod.id: _round_bid(prod, held[prod.id].sum(axis=0)) for prod in p.products}
+    unplaced = any(((bids[pid] > 0) & (h.sum(axis=0) <= 1e-9)).any() for pid, h in held.items())  # a submitted bid nobody priced in
+    targets = {pid: _split(h, bids[pid]) for pid, h in held.items()}
+    touched = [k for k in range(len(pieces)) if any(not np.array_equal(held[pid][k], t[k]) for pid, t in targets.items())]
+    repaired = list(solved)
+    if not unplaced and touched:
+        repair = {k: _repair_problem(stage1[k], solved[k], {pid: t[k] for pid, t in targets.items()}) for k in touched}
+        again = run([repair[k] for k in touched], touched, "repair")
+        # a piece the direction pins leave without an answer tries once more with directions free
+        # (exclusivity binaries where it needs them)
+        retry = [k for k, s in zip(touched, again) if not _usable(s)]
+        again += run([replace(repair[k], direction=None) for k in retry], retry, "repair") if retry else []
+        for k, s in zip(touched + retry, again):
+            repaired[k] = s
+    if unplaced or not all(_usable(repaired[k]) for k in touched):
         # the shares could not be met piece by piece: solve the whole
         from optimizers.model import _monolithic
 
         return _monolithic(p, replace(options, decomposition="off"), None)
+    commitments = _round_commitments(p, repaired)
     schedule = _merge(p, pieces, repaired, bids, commitments)
-    # a fixed number of rounds (not a time budget), so the same input always reports the same bound
-    bound, rounds = _bound(p, pieces, stage1, solved, schedule.total_revenue, options, run, deadline=t0 + options.time_limit_s)
+    first = (prices, relaxed) if prices is not None else None
+    bound, rounds = _bound(p, pieces, stage1, solved, first, schedule.total_revenue, options, run, deadline=t0 + options.time_limit_s)
     return _with_stats(schedule, repaired, bound, rounds, options, time.perf_counter() - t0)
 
 
-def _bound(p: Problem, pieces: list[Piece], stage1: list[Problem], solved: list[_Solved], primal: float, options: SolverOptions, run: Callable[..., list[_Solved]], deadline: float) -> tuple[float, int]:
+def _usable(s: _Solved) -> bool:
+    return s.schedule is not None and not s.schedule.violations
+
+
+def _dr_members(p: Problem, pieces: list[Piece]) -> list[int]:
+    """The pieces that take part in a DR event with an active interval (the only coupling the bound prices)."""
+    live = np.array([e.active.any() for e in p.events], dtype=bool)
+    return [k for k, pc in enumerate(pieces) if (pc.member_of & live).any()]
+
+
+def _bound(p: Problem, pieces: list[Piece], stage1: list[Problem], solved: list[_Solved], first, primal: float, options: SolverOptions, run: Callable[..., list[_Solved]], deadline: float) -> tuple[float, int]:
     """An upper bound on the monolithic optimum, and the pricing rounds it took.
 
-    Without DR events the pieces' stage-1 optima add up to the fleet's LP relaxation (bids are a
-    mere sum there): exact. With events, the Lagrangian dual L(λ) = Σ_k max(f_k + λ·X_k) + λ·(baseline
-    the pieces do not see) bounds it for every λ ≥ 0 with Σ_t λ_t ≥ value per kW. λ comes from
-    column generation (Dantzig-Wolfe): a small master LP over convex combinations of the plans the
-    pieces proposed so far prices the delivery rows; the pieces answer those prices with new plans
-    (and a value of L); repeat while the gap to the repaired schedule exceeds the MIP gap. When the
-    master's prices do not improve the bound, the next round takes a projected subgradient (Polyak)
-    step from the best multipliers instead: column generation is tight on small fleets, subgradient
-    steps on large ones (measured, docs/architecture.md).
+    Without DR events the pieces' LP optima with every product interval open add up to the
+    fleet's LP relaxation (bids are a mere sum there): exact. With events, the Lagrangian dual
+    L(λ) = Σ_k max(f_k + λ·X_k) + λ·(baseline the pieces do not see) bounds it for every λ ≥ 0
+    with Σ_t λ_t ≥ value per kW. ``first`` is (λ from the stand-in fleet, every piece's answer to
+    it, solved alongside stage 1); that λ is usually within a few ppm of the best. Without a
+    stand-in, stage 1 (then unrestricted) gives the no-DR pieces' part and λ starts from the
+    pieces' own delivery prices. Further rounds, up to ``bound_rounds`` in all and only while the
+    gap exceeds the MIP gap, use column generation (Dantzig-Wolfe): a small master LP over convex
+    combinations of the plans the pieces proposed so far prices the delivery rows, and the pieces
+    answer with new plans (and a value of L); when the master's prices do not improve the bound,
+    a projected subgradient (Polyak) step from the best multipliers instead (measured,
+    docs/architecture.md). A fixed count, not a time budget, so the same input always reports
+    the same bound.
     """
-    members = [k for k, pc in enumerate(pieces) if pc.member_of.any()]
-    if not members or not any(e.active.any() for e in p.events):
-        return sum(_piece_bound(s.schedule) for s in solved), 0
-    others = sum(_piece_bound(s.schedule) for k, s in enumerate(solved) if k not in set(members))
+    members = _dr_members(p, pieces)
+    base = first[1] if first is not None else solved
+    member_set = set(members)
+    others = sum(_piece_bound(s.schedule) for k, s in enumerate(base) if k not in member_set)
+    if not members:
+        return others, 0
     columns = _Columns(p, pieces, members)
     columns.add(solved, {}, own_dr=True)
-    center, best, rounds = _own_prices(p, solved), np.inf, 0
-    lam = center
+    lam, priced = (first[0], [first[1][k] for k in members]) if first is not None else (_own_prices(p, solved), None)
+    center, best, rounds = lam, np.inf, 0
     while rounds < options.bound_rounds and time.perf_counter() < deadline:
-        priced = run([_priced_problem(stage1[k], lam) for k in members], members)
+        if priced is None:
+            priced = run([_priced_problem(stage1[k], lam) for k in members], members, "bound")
         rounds += 1
         value = others + sum(_piece_bound(s.schedule) for s in priced) + _lagrange_constant(p, pieces, lam)
         improved = value < best
         if improved:
             best, center = value, lam
-        if (best - primal) <= options.mip_gap * max(abs(best), 1.0):
+        if (best - primal) <= options.mip_gap * max(abs(best), 1.0) or rounds >= options.bound_rounds:
             break
         columns.add(priced, lam, own_dr=False)
         if improved or rounds == 1:
@@ -172,6 +211,7 @@ def _bound(p: Problem, pieces: list[Piece], stage1: list[Problem], solved: list[
         else:
             # the master's prices did not help: a Polyak subgradient step from where we are instead
             lam = _polyak_step(p, lam, _reduction_slope(p, pieces, members, priced), value - primal)
+        priced = None
     return best, rounds
 
 
@@ -223,6 +263,53 @@ def _own_prices(p: Problem, solved: list[_Solved]) -> dict[str, np.ndarray]:
     return lam
 
 
+SURROGATE_UNITS = 6  # merged units standing in for the detached units of one DR membership
+SURROGATE_MAX_UNITS = 64  # a larger stand-in (many site pieces) costs more than it saves: own prices then
+
+
+def _surrogate_prices(p: Problem, pieces: list[Piece], options: SolverOptions) -> dict[str, np.ndarray] | None:
+    """First DR multipliers: the delivery rows' LP duals in a small stand-in fleet.
+
+    The multipliers say when a kW of reduction is worth delivering. That depends on the market and
+    on the fleet's mix of durations, efficiencies and states, not on which unit is which, so a
+    stand-in that merges each site piece into one unit and the detached
+    units into ``SURROGATE_UNITS`` units of alike duration and SoC (``aggregate``) has nearly the
+    fleet's multipliers: on the 100-unit bench the Lagrangian at its multipliers is within 4 ppm
+    of the fleet's LP relaxation, and it solves in 0.2 s (docs/architecture.md). The bound uses
+    only its prices and L(λ) bounds the optimum for any λ, so a poor stand-in costs tightness,
+    never validity. None when the stand-in would be large or does not solve.
+    """
+    from optimizers.aggregate import aggregate
+    from optimizers.model import _monolithic
+
+    groups = [pc.units for pc in pieces if pc.site is not None]
+    loose: dict[bytes, list[np.ndarray]] = {}
+    for pc in pieces:
+        if pc.site is None:  # pieces_of keeps each membership's units sorted by duration and SoC
+            loose.setdefault(pc.member_of.tobytes(), []).append(pc.units)
+    for runs in loose.values():
+        units = np.concatenate(runs)
+        groups += np.array_split(units, min(SURROGATE_UNITS, units.size))
+    if len(groups) > SURROGATE_MAX_UNITS:
+        return None
+    free = free_sites(p)
+    q = aggregate(p, groups)
+    q = replace(
+        q,
+        import_limit_kw=np.where(free, np.inf, q.import_limit_kw),  # merged units may share a site: a free one stays free
+        export_limit_kw=np.where(free, np.inf, q.export_limit_kw),
+        products=tuple(replace(prod, min_kw=0.0, increment_kw=0.0, fixed_kw=np.full(len(q.index), np.nan)) for prod in q.products),
+        events=tuple(replace(e, min_kw=0.0, increment_kw=0.0, mandatory=False) for e in q.events),
+    )
+    try:
+        s = _monolithic(q, replace(options, exclusivity="hull", decomposition="off"), None)
+    except SolverError:
+        return None
+    if s.violations:
+        return None
+    return {e.id: _at_value(np.where(e.active, s.dr_price_per_kw.get(e.id, np.zeros(len(p.index))), 0.0), e) for e in p.events}
+
+
 class _Columns:
     """The Dantzig-Wolfe master: the member pieces' plans so far, and the delivery prices they imply."""
 
@@ -272,10 +359,14 @@ class _Columns:
             price = np.zeros(len(p.index))
             if sol.row_dual.size:
                 price[t] = np.abs(sol.row_dual[rows])
-            if price.sum() < e.value_per_kw:  # λ must price a kW at least at the event's value (else C is unbounded)
-                price[t] += (e.value_per_kw - price.sum()) / max(t.size, 1)
-            lam[e.id] = price
+            lam[e.id] = _at_value(price, e)
         return lam
+
+
+def _at_value(price: np.ndarray, e) -> np.ndarray:
+    """λ must price a kW at least at the event's value (else C is unbounded): top up evenly if short."""
+    short = e.value_per_kw - price[e.active].sum()
+    return price + np.where(e.active, short / max(int(e.active.sum()), 1), 0.0) if short > 0 else price
 
 
 # ---------------------------------------------------------------- stage problems
@@ -334,13 +425,16 @@ def _priced_problem(q: Problem, lam: dict[str, np.ndarray]) -> Problem:
     return replace(q, events=tuple(events), grid_value_per_kw=value)
 
 
-def _repair_problem(q: Problem, solved: _Solved, fractions: dict[str, np.ndarray], dr_scale: dict[str, float]) -> Problem:
-    """Stage 3: the stage-1 piece with its share of every rounded bid pinned, its share of every
-    rounded DR commitment as a floor, and each unit kept to its stage-1 direction (so no
-    exclusivity binaries are ever needed)."""
+def _repair_problem(q: Problem, solved: _Solved, target_kw: dict[str, np.ndarray]) -> Problem:
+    """Stage 3, for a piece whose part of the rounded bids differs from what it held: its part of
+    every bid pinned (``target_kw``, per product and interval), each unit kept to its stage-1
+    direction (so no exclusivity binaries are ever needed), and each DR commitment capped at its
+    stage-1 one but still paid — the fleet's commitment is rounded from these afterwards, so a
+    piece that can no longer cover all of its own gives up a few kW instead of failing the repair.
+    """
     sch = solved.schedule
-    products = tuple(replace(prod, fixed_kw=sch.reserve_kw[prod.id].sum(axis=0) * fractions[prod.id]) for prod in q.products)
-    events = tuple(replace(e, value_per_kw=0.0, min_kw=sch.dr_commitment_kw.get(e.id, 0.0) * dr_scale.get(e.id, 0.0), mandatory=True) for e in q.events)
+    products = tuple(replace(prod, fixed_kw=target_kw[prod.id]) for prod in q.products)
+    events = tuple(replace(e, max_kw=sch.dr_commitment_kw.get(e.id, 0.0)) for e in q.events)
     direction = np.where(sch.discharge_kw > 1e-9, 1, np.where(sch.charge_kw > 1e-9, -1, 0)).astype(np.int8)
     return replace(q, products=products, events=events, direction=direction)
 
@@ -348,35 +442,44 @@ def _repair_problem(q: Problem, solved: _Solved, fractions: dict[str, np.ndarray
 # ---------------------------------------------------------------- master
 
 
-def _alloc_sum(solved: list[_Solved], pid: str, n_t: int) -> np.ndarray:
-    total = np.zeros(n_t)
-    for s in solved:
-        total += s.schedule.reserve_kw[pid].sum(axis=0)
-    return total
-
-
-def _round_bid(prod, free_kw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(fleet bid, scale factor bid / Σ allocations) per interval: blocks down, 0 below the minimum,
-    gate-closed intervals as submitted."""
+def _round_bid(prod, free_kw: np.ndarray) -> np.ndarray:
+    """The fleet bid per interval: blocks down, 0 below the minimum, gate-closed intervals as submitted."""
     bid = np.floor(free_kw / prod.increment_kw + 1e-9) * prod.increment_kw if prod.increment_kw > 0 else free_kw.copy()
     bid = np.where(bid + 1e-9 < prod.min_kw, 0.0, bid)
     fixed = np.isfinite(prod.fixed_kw)
     bid[fixed] = prod.fixed_kw[fixed]
-    scale = np.divide(bid, free_kw, out=np.zeros_like(bid), where=free_kw > 1e-9)
-    return bid, scale
+    return bid
 
 
-def _round_commitments(p: Problem, solved: list[_Solved]) -> tuple[dict[str, float], dict[str, float]]:
-    """Fleet commitment per event (Σ the pieces', down to whole increments, 0 below the minimum)
-    and the factor each piece's own commitment is scaled by to add up to it."""
-    commitments, scale = {}, {}
+def _split(held_kw: np.ndarray, total_kw: np.ndarray) -> np.ndarray:
+    """(K, T) each piece's part of a rounded fleet quantity, from what the pieces hold (K, T).
+
+    Rounding down leaves a remainder below one block per interval: the pieces holding the most
+    give it up, largest first, so only a handful of pieces change and need re-solving (a
+    proportional cut would touch them all). A total above the holdings (a gate-closed bid larger
+    than planned) is spread over the pieces in proportion.
+    """
+    held = held_kw.sum(axis=0)
+    cut = np.maximum(held - total_kw, 0.0)
+    order = np.argsort(-held_kw, axis=0, kind="stable")
+    ranked = np.take_along_axis(held_kw, order, axis=0)
+    give = np.clip(cut[None, :] - (np.cumsum(ranked, axis=0) - ranked), 0.0, ranked)
+    out = held_kw.copy()
+    np.put_along_axis(out, order, ranked - give, axis=0)
+    up = total_kw > held + 1e-9
+    out[:, up] = held_kw[:, up] * np.divide(total_kw[up], held[up], out=np.zeros(int(up.sum())), where=held[up] > 1e-9)
+    return out
+
+
+def _round_commitments(p: Problem, solved: list[_Solved]) -> dict[str, float]:
+    """Fleet commitment per event: Σ the pieces' own, down to whole increments, 0 below the minimum.
+    Every piece delivers at least its own in every event interval, so the fleet delivers this."""
+    commitments = {}
     for e in p.events:
         total = sum(s.schedule.dr_commitment_kw.get(e.id, 0.0) for s in solved)
         c = np.floor(total / e.increment_kw + 1e-9) * e.increment_kw if e.increment_kw > 0 else total
-        c = 0.0 if c + 1e-9 < e.min_kw else float(c)
-        commitments[e.id] = c
-        scale[e.id] = c / total if total > 1e-9 else 0.0
-    return commitments, scale
+        commitments[e.id] = 0.0 if c + 1e-9 < e.min_kw else float(c)
+    return commitments
 
 
 def _detached_load(p: Problem, pieces: list[Piece], j: int) -> np.ndarray:
@@ -401,8 +504,11 @@ def _piece_bound(s: Schedule) -> float:
 _WARM: dict[str, Warm] = {}  # per process: the warm HiGHS of the decomposition being run here
 
 
-def _solve_chunk(problems: list[Problem], options: SolverOptions, keys: list[int], run_id: str) -> list[_Solved]:
-    """Solve the pieces (numbered ``keys``) one after another on this process's warm HiGHS.
+def _solve_chunk(problems: list[Problem], options: SolverOptions, keys: list[tuple[str, int]], run_id: str) -> list[_Solved]:
+    """Solve the pieces (``keys``: stage, piece number) one after another on this process's warm HiGHS.
+
+    Each LP starts from the basis its piece had in the same stage before, else from its stage-1
+    basis (stage ""), else from the last LP of its shape (an alike piece).
 
     The instance and its bases belong to one decomposition run (``run_id``): a new run starts
     cold, so the same input gives the same answer however often a worker is reused.
@@ -414,24 +520,33 @@ def _solve_chunk(problems: list[Problem], options: SolverOptions, keys: list[int
         _WARM[run_id] = Warm()
     warm = _WARM[run_id]
     out = []
-    for k, q in zip(keys, problems):
-        warm.key = k
-        s = optimize(q, options, warm=warm)
+    for (stage, k), q in zip(keys, problems):
+        warm.key, warm.fallback = (stage, k), ("", k)
+        try:
+            s = optimize(q, options, warm=warm)
+        except SolverError:
+            out.append(_Solved(None, np.zeros(len(q.index))))
+            continue
         out.append(_Solved(s, s.site_net_kw.sum(axis=0)))
     return out
 
 
+def _keys(pieces: list[int], stage: str | list[str]) -> list[tuple[str, int]]:
+    return list(zip([stage] * len(pieces) if isinstance(stage, str) else stage, pieces))
+
+
 @contextmanager
 def _runner(options: SolverOptions) -> Iterator[Callable[..., list[_Solved]]]:
-    """``run(problems, keys=None)`` for the whole decomposition: in this process, or on one Dask
-    cluster (``options.workers`` local processes or ``options.scheduler``) kept for every stage,
-    so each worker keeps its HiGHS instance and bases between stages. ``keys`` number the pieces
-    (default 0, 1, ...); a piece always goes back to the same worker and restarts from its basis."""
+    """``run(problems, pieces, stage="")`` for the whole decomposition: in this process, or on one
+    Dask cluster (``options.workers`` local processes or ``options.scheduler``) kept for every
+    stage, so each worker keeps its HiGHS instance and bases between stages. ``pieces`` number the
+    problems' pieces (one list may hold several stages: ``stage`` is then a list too); a piece
+    always goes back to the same worker and restarts from its basis."""
     piece_options = replace(options, decomposition="off")
     run_id = uuid.uuid4().hex  # names this run's warm state on the workers; results never depend on it
     if options.workers <= 1 and options.scheduler is None:
         try:
-            yield lambda problems, keys=None: _solve_chunk(problems, piece_options, list(range(len(problems))) if keys is None else keys, run_id)
+            yield lambda problems, pieces, stage="": _solve_chunk(problems, piece_options, _keys(pieces, stage), run_id)
         finally:
             _WARM.pop(run_id, None)
         return
@@ -440,9 +555,9 @@ def _runner(options: SolverOptions) -> Iterator[Callable[..., list[_Solved]]]:
     with dask_client(None if options.scheduler else options.workers, options.scheduler) as client:
         workers = sorted(client.scheduler_info()["workers"])
 
-        def run(problems: list[Problem], keys: list[int] | None = None) -> list[_Solved]:
-            keys = list(range(len(problems))) if keys is None else keys
-            owner = [k * len(workers) // max(len(problems), max(keys) + 1) for k in keys]
+        def run(problems: list[Problem], pieces: list[int], stage: str | list[str] = "") -> list[_Solved]:
+            keys = _keys(pieces, stage)
+            owner = [k % len(workers) for _, k in keys]  # piece k always on the same worker, alike pieces spread evenly
             futures, order = [], []
             for w, worker in enumerate(workers):
                 mine = [i for i, o in enumerate(owner) if o == w]
@@ -485,7 +600,7 @@ def _merge(p: Problem, pieces: list[Piece], solved: list[_Solved], bids, commitm
         reserve,
         commitments,
         reserve_from_charge_kw=from_charge,
-        bids_kw={pid: b for pid, (b, _) in bids.items()},
+        bids_kw=bids,
         site_net_kw=site_net,
         stats=SolverStats("feasible", 0.0, 0.0, 0.0, 0.0, 0, 0, 0),
     )

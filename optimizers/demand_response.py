@@ -23,7 +23,7 @@ def add_demand_response(b: Built) -> None:
             continue
         units = e.sites[p.unit_site]
         most = float((p.p_dis_max[units][:, t].min(axis=1) + p.p_ch_max[units][:, t].min(axis=1)).sum()) if units.any() else 0.0
-        c = add_quantity(lm, f"dr.{e.id}", (1,), increment=e.increment_kw, minimum=e.min_kw, maximum=np.array([most]), mandatory=e.mandatory)
+        c = add_quantity(lm, f"dr.{e.id}", (1,), increment=e.increment_kw, minimum=e.min_kw, maximum=np.array([min(most, e.max_kw)]), mandatory=e.mandatory)
         b.commitments[e.id] = c
         # Σ_s (export - import) - C >= -baseline   <=>   baseline - net import >= C
         rows = lm.rows(f"dr_delivery.{e.id}", (t.size,), lb=-e.baseline_kw[t], labels=(p.index[t],))

@@ -232,6 +232,7 @@ class Warm:
         self.highs = highspy.Highs()
         self.bases: dict[Any, highspy.HighsBasis] = {}
         self.key: Any = None  # the caller's name for the next model (its own earlier basis is the best start)
+        self.fallback: Any = None  # a name whose basis is the next best start (the same piece in another stage)
 
 
 class Session:
@@ -269,7 +270,7 @@ class Session:
 
     def relax(self) -> Solution:
         warm = self.warm
-        basis = None if warm is None else warm.bases.get((warm.key, self.shape), warm.bases.get(self.shape))
+        basis = None if warm is None else warm.bases.get((warm.key, self.shape), warm.bases.get((warm.fallback, self.shape), warm.bases.get(self.shape)))
         if basis is not None:
             self.h.setBasis(basis)
         sol = _run(self.h, mip=False)
@@ -357,20 +358,14 @@ def _highs(h: highspy.Highs, a: sp.csc_matrix, cost: np.ndarray, offset: float, 
     h.setOptionValue("time_limit", _deadline(h, time_limit_s))
     h.setOptionValue("mip_rel_gap", float(mip_gap))
     h.setOptionValue("threads", int(threads))
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = a.shape[1], a.shape[0]
-    lp.col_cost_ = cost
-    lp.offset_ = offset
-    lp.col_lower_ = col_lb
-    lp.col_upper_ = col_ub
-    lp.row_lower_ = row_lb
-    lp.row_upper_ = row_ub
-    lp.sense_ = highspy.ObjSense.kMaximize
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = a.indptr
-    lp.a_matrix_.index_ = a.indices
-    lp.a_matrix_.value_ = a.data
-    h.passModel(lp)
+    # the array form of passModel: filling a HighsLp field by field costs ~7x more (3.5 ms a piece)
+    status = h.passModel(
+        int(a.shape[1]), int(a.shape[0]), int(a.nnz), int(highspy.MatrixFormat.kColwise), int(highspy.ObjSense.kMaximize), float(offset),
+        np.asarray(cost, float), np.asarray(col_lb, float), np.asarray(col_ub, float), np.asarray(row_lb, float), np.asarray(row_ub, float),
+        a.indptr.astype(np.int32), a.indices.astype(np.int32), np.asarray(a.data, float), np.zeros(a.shape[1], np.int32),
+    )  # fmt: skip
+    if status == highspy.HighsStatus.kError:
+        raise ValueError("HiGHS rejected the model (see its log)")
     return h
 
 

@@ -46,6 +46,7 @@ class EventData:
     increment_kw: float
     mandatory: bool
     shortfall_penalty_per_mwh: float = 0.0
+    max_kw: float = np.inf  # a cap on the commitment (a decomposition piece keeps at most what it offered before)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ class SolverOptions:
     # auto: when the fleet is large enough to gain; on / off: always / never.
     decomposition: Literal["auto", "on", "off"] = "auto"
     piece_units: int = 4  # units per piece where units are independent (measured best, docs/architecture.md)
-    bound_rounds: int = 4  # column-generation rounds that tighten the bound when DR events couple the pieces
+    bound_rounds: int = 1  # pricing rounds for the bound when DR events couple the pieces (the first is from a stand-in fleet)
     workers: int = 1  # pieces solved in this many processes (Dask LocalCluster when > 1)
     scheduler: str | None = None  # or on an existing Dask cluster, e.g. tcp://host:8786
 
