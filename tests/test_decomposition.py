@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optimizers.aggregate import identical_groups
-from optimizers.decompose import free_sites, pieces_of
+from optimizers.aggregate import aggregate, identical_groups
+from optimizers.decompose import _shares, free_sites, pieces_of
 from optimizers.model import _monolithic, optimize
 from tests.builders import dr_event, flat_tariff, hours, market, problem, product, unit, wholesale_site
 from tests.invariants import assert_schedule_feasible
@@ -92,6 +92,53 @@ def test_decomposed_schedule_is_exactly_feasible_close_to_the_monolith_with_a_va
     assert dec.total_revenue >= mono.total_revenue * (1 - 0.03)
     assert dec.stats.bound <= mono_bound(mono) * (1 + 0.005)  # column generation makes the bound tight
     assert dec.stats.mip_gap == pytest.approx((dec.stats.bound - dec.total_revenue) / dec.stats.bound)
+
+
+@pytest.mark.parametrize("seed,n_units", [(3, 14), (11, 20)])
+def test_stand_in_multipliers_price_dr_at_the_monolith_lp_bound(seed, n_units):
+    # one pricing round (the default), at the multipliers of the small stand-in fleet: the bound is
+    # the Lagrangian there, never below the LP relaxation (weak duality) and, the multipliers being
+    # right, hardly above it
+    p = fleet_case(seed=seed, n_units=n_units)
+    mono = _monolithic(p, MONO, None)
+    dec = optimize(p, SolverOptions(decomposition="on", piece_units=3))
+    assert_schedule_feasible(p, dec)
+    assert dec.stats.pricing_rounds == 1
+    assert mono_bound(mono) * (1 - 1e-9) - 1e-6 <= dec.stats.bound <= mono_bound(mono) * (1 + 1e-4)
+
+
+def test_rounding_remainders_are_taken_from_as_few_pieces_as_possible():
+    held = {
+        "a": np.array([[300.0, 300.0, 0.0], [250.0, 40.0, 500.0], [0.0, 10.0, 20.0], [0.0, 0.0, 0.0]]),
+        "b": np.array([[0.0, 0.0, 600.0], [120.0, 0.0, 0.0], [30.0, 0.0, 0.0], [0.0, 0.0, 0.0]]),
+    }
+    bids = {"a": np.array([500.0, 300.0, 500.0]), "b": np.array([100.0, 0.0, 700.0])}  # b: one bid above the holdings
+    out = _shares(held, bids)
+    for pid in held:
+        assert np.allclose(out[pid].sum(axis=0), bids[pid])
+        assert (out[pid] >= 0).all()
+        down = bids[pid] <= held[pid].sum(axis=0)
+        assert (out[pid][:, down] <= held[pid][:, down] + 1e-12).all()
+    # a: remainders 50, 50, 20; b: 50 and a raise to 700. Piece 1 can give 50+40+20+50: the cover takes
+    # it first, then 10 more of a's second interval from piece 0; piece 2 keeps its plan, piece 3 holds nothing
+    assert np.array_equal(out["a"][2], held["a"][2]) and np.array_equal(out["b"][2, :2], held["b"][2, :2])
+    assert out["a"][1].tolist() == [200.0, 0.0, 480.0] and out["b"][1, 0] == 70.0
+    assert out["a"][0].tolist() == [300.0, 290.0, 0.0]
+    assert out["b"][:, 2] == pytest.approx([700.0, 0.0, 0.0, 0.0])  # the raise, in proportion to the holdings
+    assert not out["a"][3].any() and not out["b"][3].any()
+
+
+def test_unlike_units_merge_into_sums_and_energy_weighted_means():
+    idx = hours(T)
+    q = problem(
+        [unit("a", "w1", max_discharge_kw=100.0, max_charge_kw=80.0, energy_kwh=100.0, eta_charge=0.90, initial_soc=0.2), unit("b", "w1", max_discharge_kw=300.0, max_charge_kw=300.0, energy_kwh=300.0, eta_charge=0.98, initial_soc=0.6)],
+        [wholesale_site("w1")], market(PRICES, idx), idx,
+    )  # fmt: skip
+    m = aggregate(q, [np.array([0, 1])])
+    assert m.unit_ids == ("a",) and m.p_dis_max[0].tolist() == [400.0] * T and m.p_ch_max[0].tolist() == [380.0] * T
+    assert m.e_max[0] == 400.0 and m.soc0_kwh[0] == pytest.approx(0.2 * 100 + 0.6 * 300)
+    assert m.eta_ch[0] == pytest.approx((0.90 * 100 + 0.98 * 300) / 400)
+    assert m.eta_dis[0] == q.eta_dis[0]  # equal members keep their value exactly
 
 
 def test_decomposition_is_deterministic():

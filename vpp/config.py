@@ -207,6 +207,7 @@ class SolverModel(_Strict):
     decomposition: Literal["auto", "on", "off"] = "auto"
     piece_units: int = Field(4, ge=1)
     bound_rounds: int = Field(1, ge=1)
+    piece_threads: int = Field(2, ge=1)
     workers: int = Field(1, ge=1)
     scheduler: str | None = Field(None, description="Dask scheduler address, e.g. tcp://host:8786")
 

@@ -31,6 +31,7 @@ class SolverOptions:
     decomposition: Literal["auto", "on", "off"] = "auto"
     piece_units: int = 4  # units per piece where units are independent (measured best, docs/architecture.md)
     bound_rounds: int = 1  # pricing rounds for the bound when DR events couple the pieces (the first is from a stand-in fleet)
+    piece_threads: int = 2  # in this process, pieces solve on this many threads (HiGHS releases the GIL)
     workers: int = 1  # pieces solved in this many processes (Dask LocalCluster when > 1)
     scheduler: str | None = None  # or on an existing Dask cluster, e.g. tcp://host:8786
 
