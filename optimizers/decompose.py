@@ -120,15 +120,14 @@ def decomposed(p: Problem, options: SolverOptions) -> Schedule:
 def _decomposed(p: Problem, pieces: list[Piece], options: SolverOptions, run: Callable[..., list[_Solved]], t0: float) -> Schedule:
     shares = _baseline_shares(p, pieces)
     stage1 = [_own_dr_problem(p, pc, shares, k) for k, pc in enumerate(pieces)]
-    prices = _surrogate_prices(p, pieces, options) if _dr_members(p, pieces) else None
     everyone = list(range(len(pieces)))
-    if prices is None:
-        solved, relaxed = run(stage1, everyone), None
-    else:
-        # the bound's pieces need nothing from stage 1: one batch, so workers never idle in between,
-        # and each bound LP restarts from its own stage-1 basis
-        out = run(stage1 + [_priced_problem(q, prices) for q in stage1], everyone + everyone, [""] * len(pieces) + ["bound"] * len(pieces))
-        solved, relaxed = out[: len(pieces)], out[len(pieces) :]
+    # stage 1 needs nothing from the stand-in fleet and the bound's pieces nothing from stage 1: the
+    # stand-in solves here while the lanes start on stage 1, and each lane goes straight on to the
+    # bound's pieces, each restarting from its own stage-1 basis
+    first_stage = run(stage1, everyone, wait=False)
+    prices = _surrogate_prices(p, pieces, options) if _dr_members(p, pieces) else None
+    bound_stage = run([_priced_problem(q, prices) for q in stage1], everyone, "bound", wait=False) if prices is not None else None
+    solved, relaxed = first_stage(), (bound_stage() if bound_stage is not None else None)
     if any(s.schedule is None for s in solved + (relaxed or [])):
         raise SolverError("decomposition: HiGHS gave no answer for a piece's LP")
 
@@ -563,45 +562,58 @@ def _keys(pieces: list[int], stage: str | list[str]) -> list[tuple[str, int]]:
     return list(zip([stage] * len(pieces) if isinstance(stage, str) else stage, pieces))
 
 
-def _dealt(problems: list[Problem], keys: list[tuple[str, int]], lanes: int, solve: Callable[[int, list[Problem], list[tuple[str, int]]], Any], gather: Callable[[list[Any]], list[list[_Solved]]]) -> list[_Solved]:
-    """Deal piece k to lane k mod ``lanes`` (always the same one, alike pieces spread evenly), solve
-    each lane's share with ``solve(lane, problems, keys)`` (a future), and put the answers back in order."""
+def _dealt(problems: list[Problem], keys: list[tuple[str, int]], lanes: int, solve: Callable[[int, list[Problem], list[tuple[str, int]]], Any], gather: Callable[[list[Any]], list[list[_Solved]]]) -> Callable[[], list[_Solved]]:
+    """Deal piece k to lane k mod ``lanes`` (always the same one, alike pieces spread evenly), start
+    each lane's share with ``solve(lane, problems, keys)`` (a future), and return the wait for the
+    answers, in order. Each lane runs its shares in the order they were started."""
     jobs, order = [], []
     for lane in range(lanes):
         mine = [i for i, (_, k) in enumerate(keys) if k % lanes == lane]
         if mine:
             order += mine
             jobs.append(solve(lane, [problems[i] for i in mine], [keys[i] for i in mine]))
-    out: list[_Solved] = [None] * len(problems)  # type: ignore[list-item]
-    for i, s in zip(order, [s for chunk in gather(jobs) for s in chunk]):
-        out[i] = s
-    return out
+
+    def wait() -> list[_Solved]:
+        out: list[_Solved] = [None] * len(problems)  # type: ignore[list-item]
+        for i, s in zip(order, [s for chunk in gather(jobs) for s in chunk]):
+            out[i] = s
+        return out
+
+    return wait
 
 
 @contextmanager
-def _runner(options: SolverOptions) -> Iterator[Callable[..., list[_Solved]]]:
-    """``run(problems, pieces, stage="")`` for the whole decomposition: on ``options.piece_threads``
-    threads of this process (HiGHS releases the GIL while it solves: 24 piece LPs took 3.49 s on one
-    thread and 1.77 s on two), or on one Dask cluster (``options.workers`` local processes or
-    ``options.scheduler``) kept for every stage. Each lane (thread or worker) keeps its HiGHS
-    instance and bases between stages. ``pieces`` number the problems' pieces (one list may hold
-    several stages: ``stage`` is then a list too); a piece always goes back to the same lane and
-    restarts from its basis."""
+def _runner(options: SolverOptions) -> Iterator[Callable[..., Any]]:
+    """``run(problems, pieces, stage="", wait=True)`` for the whole decomposition: on
+    ``options.piece_threads`` threads of this process (HiGHS releases the GIL while it solves: 24
+    piece LPs took 3.49 s on one thread and 1.77 s on two), or on one Dask cluster
+    (``options.workers`` local processes or ``options.scheduler``) kept for every stage. Each lane
+    (thread or worker) keeps its HiGHS instance and bases between stages. ``pieces`` number the
+    problems' pieces (one list may hold several stages: ``stage`` is then a list too); a piece
+    always goes back to the same lane and restarts from its basis. ``wait=False`` returns at once
+    with a function that waits for the answers."""
     piece_options = replace(options, decomposition="off")
     run_id = uuid.uuid4().hex  # names this run's warm state on the workers; results never depend on it
     if options.workers <= 1 and options.scheduler is None:
         lanes = max(options.piece_threads, 1)
-        with ThreadPoolExecutor(lanes) as pool:
-            try:
-                yield lambda problems, pieces, stage="": _dealt(
+        pools = [ThreadPoolExecutor(1) for _ in range(lanes)]  # one thread per lane: its HiGHS is never shared
+        try:
+
+            def run(problems: list[Problem], pieces: list[int], stage: str | list[str] = "", wait: bool = True) -> Any:
+                pending = _dealt(
                     problems, _keys(pieces, stage), lanes,
-                    lambda lane, mine, keys: pool.submit(_solve_chunk, mine, piece_options, keys, run_id, lane),
+                    lambda lane, mine, keys: pools[lane].submit(_solve_chunk, mine, piece_options, keys, run_id, lane),
                     lambda jobs: [job.result() for job in jobs],
                 )  # fmt: skip
-            finally:
-                with _WARM_LOCK:
-                    for lane in range(lanes):
-                        _WARM.pop((run_id, lane), None)
+                return pending() if wait else pending
+
+            yield run
+        finally:
+            for pool in pools:
+                pool.shutdown(wait=True, cancel_futures=True)
+            with _WARM_LOCK:
+                for lane in range(lanes):
+                    _WARM.pop((run_id, lane), None)
         return
     from vpp.compute import dask_client
 
@@ -612,7 +624,11 @@ def _runner(options: SolverOptions) -> Iterator[Callable[..., list[_Solved]]]:
             blob = pickle.dumps(mine, protocol=pickle.HIGHEST_PROTOCOL)
             return client.submit(_solve_pickled, blob, piece_options, keys, run_id, workers=[workers[lane]], allow_other_workers=True, pure=False)
 
-        yield lambda problems, pieces, stage="": _dealt(problems, _keys(pieces, stage), len(workers), submit, lambda jobs: [pickle.loads(b) for b in client.gather(jobs)])
+        def run_on_cluster(problems: list[Problem], pieces: list[int], stage: str | list[str] = "", wait: bool = True) -> Any:
+            pending = _dealt(problems, _keys(pieces, stage), len(workers), submit, lambda jobs: [pickle.loads(b) for b in client.gather(jobs)])
+            return pending() if wait else pending
+
+        yield run_on_cluster
 
 
 # ---------------------------------------------------------------- the whole schedule
