@@ -5,7 +5,7 @@ energy + reg up + reg down + spin + one DR event over every site; 10 units per
 site, sites never binding). Each case runs in a fresh process; peak memory is
 that process's (the coordinator: Dask workers are separate processes).
 
-    python bench/scale.py                                   # 1,000 / 10,000 / 50,000 units, 1 and 2 workers
+    python bench/scale.py                                   # 1,000 / 10,000 / 50,000 units: 1 and 2 threads, 2 Dask workers
     python bench/scale.py --sizes 100 1000 --monolith 100 1000 --workers 1
     python bench/scale.py --sizes 1000 --monolith --relaxation 1000   # the monolith's LP bound (~10 min)
 """
@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 
-def run(n_units: int, mode: str, workers: int, time_limit_s: float) -> dict:
+def run(n_units: int, mode: str, workers: int, threads: int, time_limit_s: float) -> dict:
     from optimizer import fleet_problem
 
     from optimizers.model import optimize
@@ -34,7 +34,7 @@ def run(n_units: int, mode: str, workers: int, time_limit_s: float) -> dict:
     t0 = time.perf_counter()
     problem = fleet_problem(n_units)
     prepare_s = time.perf_counter() - t0
-    options = SolverOptions(time_limit_s=time_limit_s, mip_gap=1e-3, decomposition="off" if mode == "relaxation" else mode, workers=workers)
+    options = SolverOptions(time_limit_s=time_limit_s, mip_gap=1e-3, decomposition="off" if mode == "relaxation" else mode, workers=workers, piece_threads=threads)
     t1 = time.perf_counter()
     if mode == "relaxation":  # the monolith's LP relaxation alone: the bound every answer is compared with
         from optimizers.model import build_model
@@ -42,12 +42,13 @@ def run(n_units: int, mode: str, workers: int, time_limit_s: float) -> dict:
         built = build_model(problem, options)
         relaxed = built.lm.session(time_limit_s, 1e-3, options.threads).relax()
         nan = float("nan")
-        return {"units": n_units, "mode": "monolith LP", "workers": 1, "prepare_s": prepare_s, "solve_s": time.perf_counter() - t1, "revenue": nan, "bound": relaxed.objective, "gap": nan, "status": relaxed.status, "pieces": 1, "pricing_rounds": 0, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        return {"units": n_units, "mode": "monolith LP", "workers": 1, "threads": 1, "prepare_s": prepare_s, "solve_s": time.perf_counter() - t1, "revenue": nan, "bound": relaxed.objective, "gap": nan, "status": relaxed.status, "pieces": 1, "pricing_rounds": 0, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     s = optimize(problem, options)
     return {
         "units": n_units,
         "mode": "decomposed" if mode == "on" else "monolithic",
         "workers": workers,
+        "threads": threads if workers == 1 else 1,
         "prepare_s": prepare_s,
         "solve_s": time.perf_counter() - t1,
         "revenue": s.total_revenue,
@@ -63,25 +64,27 @@ def run(n_units: int, mode: str, workers: int, time_limit_s: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000, 50000])
-    ap.add_argument("--workers", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="Dask worker processes (1: in this process)")
+    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2], help="solver threads in this process (workers = 1)")
     ap.add_argument("--monolith", type=int, nargs="*", default=[100], help="sizes to also solve as one model (1,000 units: over 10 minutes for its LP alone)")
     ap.add_argument("--relaxation", type=int, nargs="*", default=[], help="sizes to solve the one model's LP relaxation for (its bound)")
     ap.add_argument("--time-limit", type=float, default=600.0)
-    ap.add_argument("--child", nargs=3, metavar=("UNITS", "MODE", "WORKERS"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=4, metavar=("UNITS", "MODE", "WORKERS", "THREADS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(run(int(args.child[0]), args.child[1], int(args.child[2]), args.time_limit)))
+        print(json.dumps(run(int(args.child[0]), args.child[1], int(args.child[2]), int(args.child[3]), args.time_limit)))
         return
-    print(f"{'units':>7} {'mode':<11}{'workers':>8}{'prepare s':>10}{'solve s':>9}{'peak MB':>9}{'revenue':>14}{'bound':>14}{'gap':>9} {'status':<9}{'pieces':>7}{'rounds':>7}", flush=True)
-    cases = [(n, "on", w) for n in args.sizes for w in args.workers] + [(n, "off", 1) for n in args.monolith] + [(n, "relaxation", 1) for n in args.relaxation]
-    for n, mode, w in sorted(cases):
-        out = subprocess.run([sys.executable, __file__, "--child", str(n), mode, str(w), "--time-limit", str(args.time_limit)], capture_output=True, text=True)
+    print(f"{'units':>7} {'mode':<11}{'workers':>8}{'threads':>8}{'prepare s':>10}{'solve s':>9}{'peak MB':>9}{'revenue':>14}{'bound':>14}{'gap':>9} {'status':<9}{'pieces':>7}{'rounds':>7}", flush=True)
+    decomposed = [(n, "on", 1, t) for n in args.sizes for t in args.threads] + [(n, "on", w, 1) for n in args.sizes for w in args.workers if w > 1]
+    cases = decomposed + [(n, "off", 1, 1) for n in args.monolith] + [(n, "relaxation", 1, 1) for n in args.relaxation]
+    for n, mode, w, t in sorted(cases):
+        out = subprocess.run([sys.executable, __file__, "--child", str(n), mode, str(w), str(t), "--time-limit", str(args.time_limit)], capture_output=True, text=True)
         if out.returncode != 0:
-            print(f"{n:>7} {mode:<11}{w:>8}  failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}", flush=True)
+            print(f"{n:>7} {mode:<11}{w:>8}{t:>8}  failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}", flush=True)
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(
-            f"{r['units']:>7} {r['mode']:<11}{r['workers']:>8}{r['prepare_s']:>10.2f}{r['solve_s']:>9.2f}{r['peak_mb']:>9.0f}"
+            f"{r['units']:>7} {r['mode']:<11}{r['workers']:>8}{r['threads']:>8}{r['prepare_s']:>10.2f}{r['solve_s']:>9.2f}{r['peak_mb']:>9.0f}"
             f"{r['revenue']:>14.1f}{r['bound']:>14.1f}{r['gap']:>9.3%} {r['status']:<9}{r['pieces']:>7}{r['pricing_rounds']:>7}",
             flush=True,
         )

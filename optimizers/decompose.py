@@ -1,8 +1,8 @@
 """Decomposed co-optimization: small independent pieces, priced and repaired by a master.
 
 Why: the monolithic LP is degenerate and its simplex time grows faster than the
-fleet (100 units × 96 intervals: 5.5 s relaxation; a 10-unit site 0.2 s; one
-unit 18 ms cold, 9 ms warm). The units are coupled only by
+fleet (100 units × 96 intervals: 5.5-12 s relaxation, 1,000 units 613 s; a 4-unit
+piece 45 ms). The units are coupled only by
 
 * the **fleet bids** — bid = Σ allocations, in blocks with a minimum;
 * **DR commitments** — Σ member sites' reduction ≥ commitment in every event interval;
@@ -10,19 +10,20 @@ unit 18 ms cold, 9 ms warm). The units are coupled only by
 * fleet export/import caps (overrides).
 
 With continuous bids the first is a mere sum, so the LP relaxation separates. The
-method, in three stages (docs/architecture.md, decision 8, has the measurements):
+method (docs/architecture.md, decision 8, has the measurements):
 
-1. **Price** — every piece solves its own LP: bids continuous at the product
-   price; each DR event priced by Lagrange multipliers λ_t ≥ 0 with Σ_t λ_t = the
-   event's value per kW, added to the member sites' net export (weak duality makes
-   Σ piece optima + Σ_t λ_t·(constant part) an upper bound on the monolithic MILP —
-   the bound every answer's gap is measured against).
-2. **Master** — bids are rounded down to whole increments (0 below the minimum, gate-
-   closed bids as submitted) and DR commitments to the largest block every event
-   interval's summed reduction covers.
-3. **Repair** — every piece re-solves with its share of each rounded bid fixed
-   (its allocation × rounded / unrounded) and, for DR, a reduction target per interval
-   that adds up to the commitment: exact feasibility of the whole, by construction.
+1. **Price** — a small stand-in fleet (alike units merged) is solved as one LP; its DR
+   delivery duals are the Lagrange multipliers λ_t ≥ 0 (Σ_t λ_t ≥ the event's value per kW).
+2. **Stage 1 and bound, one pass** — every piece solves its own LP twice: with bids
+   continuous at the product prices and its *own* DR commitment (the primal: the pieces'
+   commitments add up to a feasible fleet commitment), and with its net export paid λ
+   instead (weak duality makes Σ those optima + Σ_t λ_t·(constant part) an upper bound
+   on the monolithic MILP — the bound every answer's gap is measured against).
+3. **Master** — bids are rounded down to whole increments (0 below the minimum, gate-
+   closed bids as submitted); the remainders are taken from as few pieces as possible.
+4. **Repair** — those pieces re-solve with their part of each rounded bid pinned; the
+   fleet's DR commitment is Σ the pieces' commitments rounded down: exact feasibility of
+   the whole, by construction.
 
 Pieces: a site whose limits can bind, or whose net import is priced (retail), is one
 piece with all its units. Units at other sites never meet their site's limits, so they
