@@ -169,7 +169,7 @@ def _dr_members(p: Problem, pieces: list[Piece]) -> list[int]:
     return [k for k, pc in enumerate(pieces) if (pc.member_of & live).any()]
 
 
-def _bound(p: Problem, pieces: list[Piece], stage1: list[Problem], solved: list[_Solved], first, primal: float, options: SolverOptions, run: Callable[..., list[_Solved]], deadline: float) -> tuple[float, int]:
+def _bound(p: Problem, pieces: list[Piece], stage1: list[Problem], solved: list[_Solved], first: tuple[dict[str, np.ndarray], list[_Solved]] | None, primal: float, options: SolverOptions, run: Callable[..., list[_Solved]], deadline: float) -> tuple[float, int]:
     """An upper bound on the monolithic optimum, and the pricing rounds it took.
 
     Without DR events the pieces' LP optima with every product interval open add up to the
@@ -446,10 +446,15 @@ def _repair_problem(q: Problem, solved: _Solved, target_kw: dict[str, np.ndarray
 # ---------------------------------------------------------------- master
 
 
+def _whole_blocks(kw, increment_kw: float, min_kw: float):
+    """``kw`` down to whole increments, and 0 where that is below the minimum: the market's block rule."""
+    blocks = np.floor(np.asarray(kw, float) / increment_kw + 1e-9) * increment_kw if increment_kw > 0 else np.asarray(kw, float)
+    return np.where(blocks + 1e-9 < min_kw, 0.0, blocks)
+
+
 def _round_bid(prod, free_kw: np.ndarray) -> np.ndarray:
-    """The fleet bid per interval: blocks down, 0 below the minimum, gate-closed intervals as submitted."""
-    bid = np.floor(free_kw / prod.increment_kw + 1e-9) * prod.increment_kw if prod.increment_kw > 0 else free_kw.copy()
-    bid = np.where(bid + 1e-9 < prod.min_kw, 0.0, bid)
+    """The fleet bid per interval: whole blocks, gate-closed intervals as submitted."""
+    bid = _whole_blocks(free_kw, prod.increment_kw, prod.min_kw)
     fixed = np.isfinite(prod.fixed_kw)
     bid[fixed] = prod.fixed_kw[fixed]
     return bid
@@ -492,12 +497,8 @@ def _shares(held: dict[str, np.ndarray], bids: dict[str, np.ndarray]) -> dict[st
 def _round_commitments(p: Problem, solved: list[_Solved]) -> dict[str, float]:
     """Fleet commitment per event: Σ the pieces' own, down to whole increments, 0 below the minimum.
     Every piece delivers at least its own in every event interval, so the fleet delivers this."""
-    commitments = {}
-    for e in p.events:
-        total = sum(s.schedule.dr_commitment_kw.get(e.id, 0.0) for s in solved)
-        c = np.floor(total / e.increment_kw + 1e-9) * e.increment_kw if e.increment_kw > 0 else total
-        commitments[e.id] = 0.0 if c + 1e-9 < e.min_kw else float(c)
-    return commitments
+    total = lambda e: sum(s.schedule.dr_commitment_kw.get(e.id, 0.0) for s in solved)  # noqa: E731
+    return {e.id: float(_whole_blocks(total(e), e.increment_kw, e.min_kw)) for e in p.events}
 
 
 def _detached_load(p: Problem, pieces: list[Piece], j: int) -> np.ndarray:
@@ -563,24 +564,31 @@ def _keys(pieces: list[int], stage: str | list[str]) -> list[tuple[str, int]]:
     return list(zip([stage] * len(pieces) if isinstance(stage, str) else stage, pieces))
 
 
-def _dealt(problems: list[Problem], keys: list[tuple[str, int]], lanes: int, solve: Callable[[int, list[Problem], list[tuple[str, int]]], Any], gather: Callable[[list[Any]], list[list[_Solved]]]) -> Callable[[], list[_Solved]]:
-    """Deal piece k to lane k mod ``lanes`` (always the same one, alike pieces spread evenly), start
-    each lane's share with ``solve(lane, problems, keys)`` (a future), and return the wait for the
-    answers, in order. Each lane runs its shares in the order they were started."""
-    jobs, order = [], []
-    for lane in range(lanes):
-        mine = [i for i, (_, k) in enumerate(keys) if k % lanes == lane]
-        if mine:
-            order += mine
-            jobs.append(solve(lane, [problems[i] for i in mine], [keys[i] for i in mine]))
+def _lanes_run(lanes: int, solve: Callable[[int, list[Problem], list[tuple[str, int]]], Any], gather: Callable[[list[Any]], list[list[_Solved]]]) -> Callable[..., Any]:
+    """``run(problems, pieces, stage="", wait=True)`` over ``lanes`` lanes: piece k goes to lane
+    k mod ``lanes`` (always the same one, alike pieces spread evenly), each lane's share is started
+    with ``solve(lane, problems, keys)`` (a future) and runs in the order shares were started;
+    ``gather`` waits for the futures. ``wait=False`` returns at once with a function that waits for
+    the answers, in order."""
 
-    def wait() -> list[_Solved]:
-        out: list[_Solved] = [None] * len(problems)  # type: ignore[list-item]
-        for i, s in zip(order, [s for chunk in gather(jobs) for s in chunk]):
-            out[i] = s
-        return out
+    def run(problems: list[Problem], pieces: list[int], stage: str | list[str] = "", wait: bool = True) -> Any:
+        keys = _keys(pieces, stage)
+        jobs, order = [], []
+        for lane in range(lanes):
+            mine = [i for i, (_, k) in enumerate(keys) if k % lanes == lane]
+            if mine:
+                order += mine
+                jobs.append(solve(lane, [problems[i] for i in mine], [keys[i] for i in mine]))
 
-    return wait
+        def answers() -> list[_Solved]:
+            out: list[_Solved] = [None] * len(problems)  # type: ignore[list-item]
+            for i, s in zip(order, [s for chunk in gather(jobs) for s in chunk]):
+                out[i] = s
+            return out
+
+        return answers() if wait else answers
+
+    return run
 
 
 @contextmanager
@@ -599,16 +607,11 @@ def _runner(options: SolverOptions) -> Iterator[Callable[..., Any]]:
         lanes = max(options.piece_threads, 1)
         pools = [ThreadPoolExecutor(1) for _ in range(lanes)]  # one thread per lane: its HiGHS is never shared
         try:
-
-            def run(problems: list[Problem], pieces: list[int], stage: str | list[str] = "", wait: bool = True) -> Any:
-                pending = _dealt(
-                    problems, _keys(pieces, stage), lanes,
-                    lambda lane, mine, keys: pools[lane].submit(_solve_chunk, mine, piece_options, keys, run_id, lane),
-                    lambda jobs: [job.result() for job in jobs],
-                )  # fmt: skip
-                return pending() if wait else pending
-
-            yield run
+            yield _lanes_run(
+                lanes,
+                lambda lane, mine, keys: pools[lane].submit(_solve_chunk, mine, piece_options, keys, run_id, lane),
+                lambda jobs: [job.result() for job in jobs],
+            )
         finally:
             for pool in pools:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -625,11 +628,7 @@ def _runner(options: SolverOptions) -> Iterator[Callable[..., Any]]:
             blob = pickle.dumps(mine, protocol=pickle.HIGHEST_PROTOCOL)
             return client.submit(_solve_pickled, blob, piece_options, keys, run_id, workers=[workers[lane]], allow_other_workers=True, pure=False)
 
-        def run_on_cluster(problems: list[Problem], pieces: list[int], stage: str | list[str] = "", wait: bool = True) -> Any:
-            pending = _dealt(problems, _keys(pieces, stage), len(workers), submit, lambda jobs: [pickle.loads(b) for b in client.gather(jobs)])
-            return pending() if wait else pending
-
-        yield run_on_cluster
+        yield _lanes_run(len(workers), submit, lambda jobs: [pickle.loads(b) for b in client.gather(jobs)])
 
 
 # ---------------------------------------------------------------- the whole schedule
