@@ -8,7 +8,7 @@ import numpy as np
 
 from optimizers.lp import LinearModel
 from optimizers.problem import Problem
-from optimizers.quantity import Quantity
+from optimizers.quantity import Quantity, Total
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Built:
     exp: np.ndarray | None = None
     peak: np.ndarray | None = None  # (S,) -1 where no demand charge
     reserve: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # pid -> (from charge side, from discharge side)
-    bids: dict[str, Quantity] = field(default_factory=dict)
+    bids: dict[str, Quantity | Total] = field(default_factory=dict)
     commitments: dict[str, Quantity] = field(default_factory=dict)
 
     @property

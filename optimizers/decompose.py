@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from optimizers.context import Built
 from optimizers.lp import ABS_GAP, Warm
 from optimizers.problem import Problem
 from optimizers.revenue import schedule_of
@@ -66,8 +67,28 @@ class Piece:
 
 @dataclass
 class _Solved:
-    schedule: Schedule | None  # None: HiGHS returned no usable answer (a repair may retry, other stages fail)
+    schedule: Schedule | None  # the piece's plan; None for a bound LP (its value is all it reports) or no answer
     net_export_kw: np.ndarray  # (T,) the piece's export − import (detached: its units' net power)
+    objective: float  # the solver's objective (NaN: HiGHS returned no usable answer; a repair may retry, other stages fail)
+    gap: float = 0.0  # its proven relative MIP gap
+
+    @property
+    def bound(self) -> float:
+        """An upper bound on the piece's optimum."""
+        return self.objective + self.gap * max(abs(self.objective), 1.0)
+
+    @property
+    def answered(self) -> bool:
+        return not np.isnan(self.objective)
+
+
+@dataclass(frozen=True)
+class _Priced:
+    """A piece's bound LP: its stage-1 ``problem`` with the DR delivery rows released, the commitment
+    unpaid and its net export paid the multipliers ``lam`` instead (``_priced_solve``)."""
+
+    problem: Problem
+    lam: dict[str, np.ndarray]
 
 
 def should_decompose(p: Problem, options: SolverOptions) -> bool:
@@ -121,15 +142,24 @@ def decomposed(p: Problem, options: SolverOptions) -> Schedule:
 def _decomposed(p: Problem, pieces: list[Piece], options: SolverOptions, run: Callable[..., list[_Solved]], t0: float) -> Schedule:
     shares = _baseline_shares(p, pieces)
     stage1 = [_own_dr_problem(p, pc, shares, k) for k, pc in enumerate(pieces)]
-    everyone = list(range(len(pieces)))
-    # stage 1 needs nothing from the stand-in fleet and the bound's pieces nothing from stage 1: the
-    # stand-in solves here while the lanes start on stage 1, and each lane goes straight on to the
-    # bound's pieces, each restarting from its own stage-1 basis
-    first_stage = run(stage1, everyone, wait=False)
-    prices = _surrogate_prices(p, pieces, options) if _dr_members(p, pieces) else None
-    bound_stage = run([_priced_problem(q, prices) for q in stage1], everyone, "bound", wait=False) if prices is not None else None
-    solved, relaxed = first_stage(), (bound_stage() if bound_stage is not None else None)
-    if any(s.schedule is None for s in solved + (relaxed or [])):
+    # Each piece's bound LP follows its stage-1 LP on the same lane: the same matrix with DR rows
+    # released and prices changed, so HiGHS goes on hot from the stage-1 point (23 primal simplex
+    # iterations, against 99 from a passed model and basis). The bound needs the stand-in's prices:
+    # this thread solves the stand-in while the lanes start on stage 1, and a lane that reaches a
+    # bound LP first waits for it (a Dask lane gets them before its pieces are shipped).
+    prices = _Once(lambda: _surrogate_prices(p, pieces, options)) if _dr_members(p, pieces) else None
+    problems: list[Problem | _Priced | Callable[[], _Priced | None]] = []
+    for k, q in enumerate(stage1):
+        problems.append(q)
+        if prices is not None:
+            problems.append(lambda q=q: None if prices() is None else _Priced(q, prices()))
+    per_piece = 2 if prices is not None else 1
+    numbers = [k for k in range(len(pieces)) for _ in range(per_piece)]
+    answers = run(problems, numbers, ["", "bound"] * len(pieces) if prices is not None else "", wait=False)
+    lam = prices() if prices is not None else None
+    both = answers()
+    solved, relaxed = both[::per_piece], (both[1::per_piece] if lam is not None else None)
+    if not all(s.answered for s in solved + (relaxed or [])):
         raise SolverError("decomposition: HiGHS gave no answer for a piece's LP")
 
     held = {prod.id: np.array([s.schedule.reserve_kw[prod.id].sum(axis=0) for s in solved]) for prod in p.products}  # (K, T)
@@ -154,13 +184,13 @@ def _decomposed(p: Problem, pieces: list[Piece], options: SolverOptions, run: Ca
         return _monolithic(p, replace(options, decomposition="off"), None)
     commitments = _round_commitments(p, repaired)
     schedule = _merge(p, pieces, repaired, bids, commitments)
-    first = (prices, relaxed) if prices is not None else None
+    first = (lam, relaxed) if lam is not None and relaxed is not None else None
     bound, rounds = _bound(p, pieces, stage1, solved, first, schedule.total_revenue, options, run, deadline=t0 + options.time_limit_s)
     return _with_stats(schedule, repaired, bound, rounds, options, time.perf_counter() - t0)
 
 
 def _usable(s: _Solved) -> bool:
-    return s.schedule is not None and not s.schedule.violations
+    return s.answered and s.schedule is not None and not s.schedule.violations
 
 
 def _dr_members(p: Problem, pieces: list[Piece]) -> list[int]:
@@ -189,7 +219,7 @@ def _bound(p: Problem, pieces: list[Piece], stage1: list[Problem], solved: list[
     members = _dr_members(p, pieces)
     base = first[1] if first is not None else solved
     member_set = set(members)
-    others = sum(_piece_bound(s.schedule) for k, s in enumerate(base) if k not in member_set)
+    others = sum(s.bound for k, s in enumerate(base) if k not in member_set)
     if not members:
         return others, 0
     columns = _Columns(p, pieces, members)
@@ -198,9 +228,9 @@ def _bound(p: Problem, pieces: list[Piece], stage1: list[Problem], solved: list[
     center, best, rounds = lam, np.inf, 0
     while rounds < options.bound_rounds and time.perf_counter() < deadline:
         if priced is None:
-            priced = run([_priced_problem(stage1[k], lam) for k in members], members, "bound")
+            priced = run([_Priced(stage1[k], lam) for k in members], members, "bound")
         rounds += 1
-        value = others + sum(_piece_bound(s.schedule) for s in priced) + _lagrange_constant(p, pieces, lam)
+        value = others + sum(s.bound for s in priced) + _lagrange_constant(p, pieces, lam)
         improved = value < best
         if improved:
             best, center = value, lam
@@ -326,10 +356,9 @@ class _Columns:
     def add(self, solved: list[_Solved], lam: dict[str, np.ndarray], own_dr: bool) -> None:
         for m, k in enumerate(self.members):
             sch = solved[k] if own_dr else solved[m]
-            s = sch.schedule
-            paid = sum(e.value_per_kw * s.dr_commitment_kw.get(e.id, 0.0) for e in self.p.events) if own_dr else 0.0
+            paid = sum(e.value_per_kw * sch.schedule.dr_commitment_kw.get(e.id, 0.0) for e in self.p.events) if own_dr else 0.0
             priced = 0.0 if own_dr else sum(float((lam[e.id] * sch.net_export_kw).sum()) for j, e in enumerate(self.p.events) if self.pieces[k].member_of[j])
-            self.value.append(s.stats.objective - paid - priced)
+            self.value.append(sch.objective - paid - priced)
             self.export.append(sch.net_export_kw)
             self.owner.append(m)
 
@@ -419,14 +448,25 @@ def _own_dr_problem(p: Problem, pc: Piece, shares: list[np.ndarray], k: int) -> 
     return replace(q, products=products, events=events)
 
 
-def _priced_problem(q: Problem, lam: dict[str, np.ndarray]) -> Problem:
-    """The bound: the piece's DR rows released and its net export paid the multipliers instead."""
-    value = np.zeros((len(q.site_ids), len(q.index)))
-    events = []
+def _priced_solve(b: Built, lam: dict[str, np.ndarray], options: SolverOptions, warm: Warm) -> _Solved:
+    """The bound LP of a piece, from its stage-1 model ``b``: the DR rows released, the commitment
+    unpaid, the net export paid λ instead. Costs and bounds change only, so when ``b`` is the model
+    HiGHS holds (it was just solved) HiGHS goes on from there hot. Exclusivity binaries, if any,
+    are relaxed: a relaxation bounds as well.
+    """
+    lm, q = b.lm, b.p
     for e in q.events:
-        value += np.where(e.sites[:, None], lam[e.id][None, :], 0.0)
-        events.append(replace(e, baseline_kw=np.full(len(q.index), np.inf), value_per_kw=0.0))
-    return replace(q, events=tuple(events), grid_value_per_kw=value)
+        lm.release(b.rows[f"dr_delivery.{e.id}"][e.active])
+        c = b.commitments[e.id]
+        lm.maximize(-e.value_per_kw * c.scale, c.cols)
+        value = np.where(e.sites[:, None], lam[e.id][None, :], 0.0)  # (S, T)
+        lm.maximize(value, b.exp)
+        lm.maximize(-value, b.imp)
+    sol = lm.session(options.time_limit_s, options.mip_gap, options.threads, warm=warm).relax()
+    warm.built = None  # priced now: not a stage-1 model any more
+    if not sol.has_solution:
+        return _Solved(None, np.zeros(len(q.index)), float("nan"))
+    return _Solved(None, (sol.x[b.exp] - sol.x[b.imp]).sum(axis=0), sol.objective)
 
 
 def _repair_problem(q: Problem, solved: _Solved, target_kw: dict[str, np.ndarray]) -> Problem:
@@ -513,10 +553,6 @@ def _lagrange_constant(p: Problem, pieces: list[Piece], lam: dict[str, np.ndarra
     return float(sum((lam[e.id] * (e.baseline_kw - _detached_load(p, pieces, j)))[e.active].sum() for j, e in enumerate(p.events)))
 
 
-def _piece_bound(s: Schedule) -> float:
-    return s.stats.objective + s.stats.mip_gap * max(abs(s.stats.objective), 1.0)
-
-
 # ---------------------------------------------------------------- running pieces
 
 
@@ -524,18 +560,22 @@ _WARM: dict[tuple[str, int], Warm] = {}  # per process: (run, lane) → the warm
 _WARM_LOCK = threading.Lock()
 
 
-def _solve_chunk(problems: list[Problem], options: SolverOptions, keys: list[tuple[str, int]], run_id: str, lane: int = 0, own_process: bool = False) -> list[_Solved]:
+def _solve_chunk(problems: list[Problem | _Priced | Callable[[], _Priced | None]], options: SolverOptions, keys: list[tuple[str, int]], run_id: str, lane: int = 0, own_process: bool = False) -> list[_Solved]:
     """Solve the pieces (``keys``: stage, piece number) one after another on this lane's warm HiGHS.
 
-    Each LP starts from the basis its piece had in the same stage before, else from its stage-1
-    basis (stage ""), else from the last LP of its shape (an alike piece).
+    Each LP starts hot from the one before if that was the same piece's (``lp.Warm``), else from
+    the basis its piece had in the same stage before, else from its stage-1 basis (stage ""),
+    else from the last LP of its stage and shape (an alike piece). A bound LP (``_Priced``) right
+    after its piece's stage-1 LP re-prices that model instead of building its own. A problem may
+    be deferred (a function, called here: it may wait for prices); one that comes out None gets
+    no answer.
 
     The instance and its bases belong to one decomposition run (``run_id``) and lane (a thread of
     the run's process): a new run starts cold, so the same input gives the same answer however
     often a worker is reused. A Dask worker (``own_process``) drops earlier runs' state here; in
     the calling process the runner drops its own when the run ends.
     """
-    from optimizers.model import optimize
+    from optimizers.model import build_model, optimize
 
     with _WARM_LOCK:
         if own_process and not any(r == run_id for r, _ in _WARM):
@@ -543,14 +583,35 @@ def _solve_chunk(problems: list[Problem], options: SolverOptions, keys: list[tup
         warm = _WARM.setdefault((run_id, lane), Warm())
     out = []
     for (stage, k), q in zip(keys, problems):
-        warm.key, warm.fallback = (stage, k), ("", k)
+        q = q() if callable(q) else q
+        if q is None:
+            out.append(_Solved(None, np.zeros(0), float("nan")))
+            continue
+        warm.key, warm.fallback, warm.family = (stage, k), ("", k), stage
+        if isinstance(q, _Priced):
+            built = warm.built if warm.built is not None and warm.built.p is q.problem else build_model(q.problem, options)
+            out.append(_priced_solve(built, q.lam, options, warm))
+            continue
         try:
             s = optimize(q, options, warm=warm)
         except SolverError:
-            out.append(_Solved(None, np.zeros(len(q.index))))
+            out.append(_Solved(None, np.zeros(len(q.index)), float("nan")))
             continue
-        out.append(_Solved(s, s.site_net_kw.sum(axis=0)))
+        out.append(_Solved(s, s.site_net_kw.sum(axis=0), s.stats.objective, s.stats.mip_gap))
     return out
+
+
+class _Once:
+    """A value computed once, by whichever thread asks first; the others wait for it."""
+
+    def __init__(self, compute: Callable[[], Any]) -> None:
+        self._compute, self._lock, self._done, self._value = compute, threading.Lock(), False, None
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if not self._done:
+                self._value, self._done = self._compute(), True
+        return self._value
 
 
 def _solve_pickled(blob: bytes, options: SolverOptions, keys: list[tuple[str, int]], run_id: str) -> bytes:
@@ -624,8 +685,8 @@ def _runner(options: SolverOptions) -> Iterator[Callable[..., Any]]:
     with dask_client(None if options.scheduler else options.workers, options.scheduler) as client:
         workers = sorted(client.scheduler_info()["workers"])
 
-        def submit(lane: int, mine: list[Problem], keys: list[tuple[str, int]]) -> Any:
-            blob = pickle.dumps(mine, protocol=pickle.HIGHEST_PROTOCOL)
+        def submit(lane: int, mine: list[Problem | _Priced | Callable[[], _Priced | None]], keys: list[tuple[str, int]]) -> Any:
+            blob = pickle.dumps([q() if callable(q) else q for q in mine], protocol=pickle.HIGHEST_PROTOCOL)
             return client.submit(_solve_pickled, blob, piece_options, keys, run_id, workers=[workers[lane]], allow_other_workers=True, pure=False)
 
         yield _lanes_run(len(workers), submit, lambda jobs: [pickle.loads(b) for b in client.gather(jobs)])

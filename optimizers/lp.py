@@ -25,6 +25,9 @@ import scipy.sparse as sp
 INF = np.inf
 CONTINUOUS, INTEGER, SEMI_CONTINUOUS, SEMI_INTEGER = 0, 1, 2, 3
 ABS_GAP = 1e-6  # currency: objective differences below this are noise (HiGHS' default mip_abs_gap)
+FEASIBILITY_TOL = 1e-7  # HiGHS' default primal_feasibility_tolerance
+DUAL_SIMPLEX, PRIMAL_SIMPLEX = 1, 4  # HiGHS' simplex_strategy values
+DANTZIG_PRICING = 0  # HiGHS' simplex_dual_edge_weight_strategy value
 _HIGHS_TYPES = {
     CONTINUOUS: highspy.HighsVarType.kContinuous,
     INTEGER: highspy.HighsVarType.kInteger,
@@ -84,6 +87,8 @@ class LinearModel:
         self.col_blocks: list[Block] = []
         self.row_blocks: list[Block] = []
         self.offset = 0.0  # constant added to the objective (so relative MIP gaps are gaps of what is optimized)
+        self._released: list[np.ndarray] = []  # rows whose bounds were dropped after building
+        self._matrix: sp.csc_matrix | None = None  # assembled once: re-pricing a model keeps its matrix
 
     # ---- building
 
@@ -111,6 +116,7 @@ class LinearModel:
         """Add ``coef * x[cols]`` to ``rows`` (broadcast together); negative column ids mean "no term"."""
         r, c, v = np.broadcast_arrays(rows, np.asarray(cols), np.asarray(coef, float))
         keep = (c >= 0) & (v != 0)
+        self._matrix = None
         self._ri.append(r[keep].ravel())
         self._ci.append(c[keep].ravel())
         self._vals.append(v[keep].ravel())
@@ -122,6 +128,11 @@ class LinearModel:
         for coef, cols in terms:
             self.add_terms(rows, coef, cols)
         return rows
+
+    def release(self, rows: np.ndarray) -> None:
+        """Drop ``rows``' bounds. They stay in the matrix, so a basis of the model stays one of it (a
+        priced coupling row, as in a Lagrangian bound)."""
+        self._released.append(np.asarray(rows).ravel())
 
     def maximize(self, coef: Any, cols: np.ndarray) -> None:
         c, v = np.broadcast_arrays(np.asarray(cols), np.asarray(coef, float))
@@ -138,13 +149,19 @@ class LinearModel:
         return out
 
     def matrix(self) -> sp.csc_matrix:
-        if not self._ri:
-            return sp.csc_matrix((self.n_rows, self.n_cols))
-        return sp.csc_matrix((np.concatenate(self._vals), (np.concatenate(self._ri), np.concatenate(self._ci))), shape=(self.n_rows, self.n_cols))
+        if self._matrix is None or self._matrix.shape != (self.n_rows, self.n_cols):
+            if not self._ri:
+                self._matrix = sp.csc_matrix((self.n_rows, self.n_cols))
+            else:
+                self._matrix = sp.csc_matrix((np.concatenate(self._vals), (np.concatenate(self._ri), np.concatenate(self._ci))), shape=(self.n_rows, self.n_cols))
+        return self._matrix
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
-        return cat(self._col_lb), cat(self._col_ub), cat(self._col_int).astype(np.int8), cat(self._row_lb), cat(self._row_ub)
+        row_lb, row_ub = cat(self._row_lb), cat(self._row_ub)
+        for rows in self._released:
+            row_lb[rows], row_ub[rows] = -INF, INF
+        return cat(self._col_lb), cat(self._col_ub), cat(self._col_int).astype(np.int8), row_lb, row_ub
 
     def locate_row(self, row: int) -> tuple[str, tuple[Any, ...]]:
         starts = [b.start for b in self.row_blocks]
@@ -185,7 +202,8 @@ class LinearModel:
             col_lb = np.concatenate([col_lb, np.zeros(2 * self.n_rows)])
             col_ub = np.concatenate([col_ub, np.full(2 * self.n_rows, INF)])
             kinds = np.concatenate([kinds, np.zeros(2 * self.n_rows, np.int8)])
-        return Session(a, cost, self.offset, col_lb, col_ub, kinds, row_lb, row_ub, time_limit_s, mip_gap, threads, warm)
+        layout = (tuple((b.name, b.shape) for b in self.col_blocks), tuple((b.name, b.shape) for b in self.row_blocks))
+        return Session(a, cost, self.offset, col_lb, col_ub, kinds, row_lb, row_ub, time_limit_s, mip_gap, threads, warm, layout)
 
     # ---- export
 
@@ -220,19 +238,94 @@ class LinearModel:
 
 
 class Warm:
-    """One HiGHS instance reused across many small models, and the last optimal basis per model shape.
+    """One HiGHS instance reused across many small models, the last optimal basis per model shape,
+    and the model loaded now.
 
     A decomposition solves hundreds of same-shaped pieces in a row: creating a
     HiGHS instance costs ~5 ms, more than a warm piece's solve, and the optimal
-    basis of a similar piece cuts simplex iterations about threefold (measured,
-    docs/architecture.md). Use one ``Warm`` per process, one session at a time.
+    basis of a similar piece cuts simplex iterations about sixfold (measured,
+    docs/architecture.md). A model whose matrix is the loaded one's (the same piece
+    with other prices or bounds) is not passed again: only its costs and bounds change,
+    and HiGHS goes on from its current basis and factorization (a hot start). Use one
+    ``Warm`` per thread, one session at a time.
     """
 
     def __init__(self) -> None:
         self.highs = highspy.Highs()
-        self.bases: dict[Any, highspy.HighsBasis] = {}
+        self.bases: dict[Any, tuple[highspy.HighsBasis, Layout]] = {}  # name → an optimal basis and its model's layout
         self.key: Any = None  # the caller's name for the next model (its own earlier basis is the best start)
         self.fallback: Any = None  # a name whose basis is the next best start (the same piece in another stage)
+        self.family: Any = None  # a name shared by alike models (a stage): the last one's basis is the third best
+        self.loaded: _Loaded | None = None  # what ``highs`` holds now, if a later model may start hot from it
+        self.built: Any = None  # the last model built for this instance (a caller may re-price and re-solve it)
+
+    def start(self, names: tuple[Any, ...], layout: Layout, col_lb: np.ndarray, col_ub: np.ndarray) -> highspy.HighsBasis | None:
+        """A start for a model laid out as ``layout``: the basis of the first of ``names`` that has
+        one, carried over (``carried``) if that model was laid out otherwise."""
+        for name in names:
+            if name in self.bases:
+                basis, old = self.bases[name]
+                return basis if old == layout else carried(basis, old, layout, col_lb, col_ub)
+        return None
+
+
+Layout = tuple[tuple[tuple[str, tuple[int, ...]], ...], tuple[tuple[str, tuple[int, ...]], ...]]  # (column blocks, row blocks): (name, shape)
+_STATUS_OF = list(highspy.HighsBasisStatus.__members__.values())  # by value: kLower, kBasic, kUpper, kZero, kNonbasic
+_LOWER, _BASIC, _UPPER, _ZERO = 0, 1, 2, 3
+
+
+def carried(basis: highspy.HighsBasis, old: Layout, new: Layout, col_lb: np.ndarray, col_ub: np.ndarray) -> highspy.HighsBasis:
+    """``basis``, of a model laid out as ``old``, for a model laid out as ``new``.
+
+    Blocks both models have (same name and shape, matched in order of appearance) keep their
+    statuses; a row the old model lacked is basic (its activity free), a column at a finite bound.
+    A model that adds rows and columns to another (a bid pinned by a row) thus starts from the
+    other's optimal basis, still dual feasible where costs did not change. HiGHS completes the
+    basis (``alien``) if the count of basics came out wrong (a block dropped).
+    """
+
+    def statuses(old_blocks, values, new_blocks, default: np.ndarray) -> list:
+        spans: dict[tuple, list[tuple[int, int]]] = {}
+        pos = 0
+        for name, shape in old_blocks:
+            size = int(np.prod(shape)) if shape else 1
+            spans.setdefault((name, shape), []).append((pos, size))
+            pos += size
+        out, pos = default, 0
+        for name, shape in new_blocks:
+            size = int(np.prod(shape)) if shape else 1
+            same = spans.get((name, shape))
+            if same:
+                start, _ = same.pop(0)
+                out[pos : pos + size] = values[start : start + size]
+            pos += size
+        return [_STATUS_OF[v] for v in out.tolist()]
+
+    col_values = np.fromiter((int(x) for x in basis.col_status), np.int8, len(basis.col_status))
+    row_values = np.fromiter((int(x) for x in basis.row_status), np.int8, len(basis.row_status))
+    n_rows = sum(int(np.prod(shape)) if shape else 1 for _, shape in new[1])
+    at_bound = np.where(np.isfinite(col_lb), _LOWER, np.where(np.isfinite(col_ub), _UPPER, _ZERO)).astype(np.int8)
+    out = highspy.HighsBasis()
+    out.col_status = statuses(old[0], col_values, new[0], at_bound)
+    out.row_status = statuses(old[1], row_values, new[1], np.full(n_rows, _BASIC, np.int8))
+    out.valid, out.alien = True, True
+    return out
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A model as passed to HiGHS: a next model with the same matrix only changes the rest."""
+
+    a: sp.csc_matrix
+    cost: np.ndarray
+    col_lb: np.ndarray
+    col_ub: np.ndarray
+    row_lb: np.ndarray
+    row_ub: np.ndarray
+
+    def same_matrix(self, a: sp.csc_matrix) -> bool:
+        b = self.a
+        return a is b or a.shape == b.shape and a.nnz == b.nnz and np.array_equal(a.indptr, b.indptr) and np.array_equal(a.indices, b.indices) and np.array_equal(a.data, b.data)
 
 
 class Session:
@@ -244,14 +337,24 @@ class Session:
     and polishes its answer to exact integers.
     """
 
-    def __init__(self, a, cost, offset, col_lb, col_ub, kinds, row_lb, row_ub, time_limit_s, mip_gap, threads, warm: Warm | None = None) -> None:
+    def __init__(self, a, cost, offset, col_lb, col_ub, kinds, row_lb, row_ub, time_limit_s, mip_gap, threads, warm: Warm | None = None, layout: Layout = ((), ())) -> None:
         self.started = time.perf_counter()
         self.col_lb, self.col_ub, self.kinds = col_lb, col_ub, kinds
         self.time_limit_s, self.mip_gap = time_limit_s, mip_gap
         self.ints = np.flatnonzero(kinds != CONTINUOUS).astype(np.int32)
-        self.warm, self.shape = warm, a.shape
+        self.warm, self.layout = warm, layout
         h = warm.highs if warm is not None else highspy.Highs()
-        self.h = _highs(h, a, cost, offset, np.where(kinds >= SEMI_CONTINUOUS, 0.0, col_lb), col_ub, row_lb, row_ub, time_limit_s, mip_gap, threads)
+        model = _Loaded(a, np.asarray(cost, float), np.where(kinds >= SEMI_CONTINUOUS, 0.0, col_lb), np.asarray(col_ub, float), np.asarray(row_lb, float), np.asarray(row_ub, float))
+        loaded = warm.loaded if warm is not None else None
+        self.hot = loaded is not None and loaded.same_matrix(a)
+        # hot: the loaded basis stays primal feasible where only costs and bounds that the current
+        # point meets changed (a row released, a price changed); primal simplex then goes on from it
+        self.hot_primal = self.hot and _hot_update(h, loaded, model)
+        self.h = _options(h, time_limit_s, mip_gap, threads, warm is not None) if self.hot else _highs(h, model, offset, time_limit_s, mip_gap, threads, warm is not None)
+        if self.hot:
+            h.changeObjectiveOffset(float(offset))
+        if warm is not None:
+            warm.loaded = model
         self.bound = np.inf
 
     @property
@@ -270,17 +373,23 @@ class Session:
 
     def relax(self) -> Solution:
         warm = self.warm
-        basis = None if warm is None else warm.bases.get((warm.key, self.shape), warm.bases.get((warm.fallback, self.shape), warm.bases.get(self.shape)))
-        if basis is not None:
-            self.h.setBasis(basis)
+        basis = None
+        if self.hot:
+            if self.hot_primal:
+                self.h.setOptionValue("simplex_strategy", PRIMAL_SIMPLEX)
+        elif warm is not None:
+            basis = warm.start((warm.key, warm.fallback, warm.family), self.layout, self.col_lb, self.col_ub)
+            if basis is not None:
+                self.h.setBasis(basis)
         sol = _run(self.h, mip=False)
-        if basis is not None and not sol.has_solution:  # a borrowed basis HiGHS could not use: start cold
+        if (self.hot or basis is not None) and not sol.has_solution:  # a start HiGHS could not use: start cold
             self.h.clearSolver()
+            self.h.setOptionValue("simplex_strategy", DUAL_SIMPLEX)
             sol = _run(self.h, mip=False)
         if sol.has_solution:
             self.bound = sol.objective
             if warm is not None:
-                warm.bases[self.shape] = warm.bases[(warm.key, self.shape)] = self.h.getBasis()
+                warm.bases[warm.family] = warm.bases[warm.key] = (self.h.getBasis(), self.layout)
         return self._timed(sol)
 
     def rounded(self, x: np.ndarray) -> np.ndarray:
@@ -305,6 +414,7 @@ class Session:
         finish (branch-and-bound could not), so it gets the remaining time.
         """
         cols = self.ints
+        self._unload()
         self.h.changeColsBounds(cols.size, cols, values, values)
         self.h.setOptionValue("time_limit", _deadline(self.h, self.remaining_s()))
         sol = _run(self.h, mip=False)
@@ -317,6 +427,7 @@ class Session:
 
     def branch(self, seed: Solution | None) -> Solution:
         h, ints = self.h, self.ints
+        self._unload()
         h.changeColsBounds(ints.size, ints, self.col_lb[ints], self.col_ub[ints])  # semi minimums back in force
         h.changeColsIntegrality(ints.size, ints, np.array([_HIGHS_TYPES[int(k)] for k in self.kinds[ints]], dtype=np.uint8))
         h.setOptionValue("time_limit", _deadline(self.h, self.remaining_s()))
@@ -346,27 +457,64 @@ class Session:
             return self._timed(polished)
         return self._timed(sol)
 
+    def _unload(self) -> None:
+        """Bounds and integrality are about to change in HiGHS: no later model starts hot from it."""
+        if self.warm is not None:
+            self.warm.loaded = None
+
     def _timed(self, sol: Solution) -> Solution:
         sol.solve_time_s = time.perf_counter() - self.started
         return sol
 
 
-def _highs(h: highspy.Highs, a: sp.csc_matrix, cost: np.ndarray, offset: float, col_lb: np.ndarray, col_ub: np.ndarray, row_lb: np.ndarray, row_ub: np.ndarray, time_limit_s: float, mip_gap: float, threads: int) -> highspy.Highs:
-    """``h`` loaded with the model (all columns continuous) and the solve options set."""
+def _options(h: highspy.Highs, time_limit_s: float, mip_gap: float, threads: int, warm: bool) -> highspy.Highs:
     h.resetOptions()  # a reused instance must not keep a previous model's retry tolerances
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", _deadline(h, time_limit_s))
     h.setOptionValue("mip_rel_gap", float(mip_gap))
     h.setOptionValue("threads", int(threads))
+    if warm:
+        # small models restarted from an alike one's basis: Dantzig pricing beat dual steepest edge
+        # (13.4 against 15.1 ms a 4-unit piece); on one large model it is slower (docs/architecture.md)
+        h.setOptionValue("simplex_dual_edge_weight_strategy", DANTZIG_PRICING)
+    return h
+
+
+def _highs(h: highspy.Highs, m: _Loaded, offset: float, time_limit_s: float, mip_gap: float, threads: int, warm: bool) -> highspy.Highs:
+    """``h`` loaded with the model (all columns continuous) and the solve options set."""
+    _options(h, time_limit_s, mip_gap, threads, warm)
+    a = m.a
     # the array form of passModel: filling a HighsLp field by field costs ~7x more (3.5 ms a piece)
     status = h.passModel(
         int(a.shape[1]), int(a.shape[0]), int(a.nnz), int(highspy.MatrixFormat.kColwise), int(highspy.ObjSense.kMaximize), float(offset),
-        np.asarray(cost, float), np.asarray(col_lb, float), np.asarray(col_ub, float), np.asarray(row_lb, float), np.asarray(row_ub, float),
+        m.cost, m.col_lb, m.col_ub, m.row_lb, m.row_ub,
         a.indptr.astype(np.int32), a.indices.astype(np.int32), np.asarray(a.data, float), np.zeros(a.shape[1], np.int32),
     )  # fmt: skip
     if status == highspy.HighsStatus.kError:
         raise ValueError("HiGHS rejected the model (see its log)")
     return h
+
+
+def _hot_update(h: highspy.Highs, old: _Loaded, new: _Loaded) -> bool:
+    """Change in ``h`` the costs and bounds where ``new`` differs from ``old`` (same matrix); True if
+    HiGHS' current point still meets every new bound (primal simplex can go on from it)."""
+    changed = lambda x, y: np.flatnonzero(x != y).astype(np.int32)  # noqa: E731
+    cols = np.union1d(changed(old.col_lb, new.col_lb), changed(old.col_ub, new.col_ub)).astype(np.int32)
+    rows = np.union1d(changed(old.row_lb, new.row_lb), changed(old.row_ub, new.row_ub)).astype(np.int32)
+    feasible = h.getModelStatus() == highspy.HighsModelStatus.kOptimal
+    if feasible and (cols.size or rows.size):
+        sol = h.getSolution()
+        x, r = np.asarray(sol.col_value)[cols], np.asarray(sol.row_value)[rows]
+        tol = FEASIBILITY_TOL
+        feasible = bool(((x >= new.col_lb[cols] - tol) & (x <= new.col_ub[cols] + tol)).all() and ((r >= new.row_lb[rows] - tol) & (r <= new.row_ub[rows] + tol)).all())
+    costs = changed(old.cost, new.cost)
+    if costs.size:
+        h.changeColsCost(costs.size, costs, new.cost[costs])
+    if cols.size:
+        h.changeColsBounds(cols.size, cols, new.col_lb[cols], new.col_ub[cols])
+    if rows.size:
+        h.changeRowsBounds(rows.size, rows, new.row_lb[rows], new.row_ub[rows])
+    return feasible
 
 
 def _deadline(h: highspy.Highs, seconds: float) -> float:

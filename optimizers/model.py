@@ -80,6 +80,8 @@ def _monolithic(p: Problem, options: SolverOptions, warm: Warm | None) -> Schedu
         tb = time.perf_counter()
         b = build_model(p, options, binaries)
         build_s += time.perf_counter() - tb
+        if warm is not None:
+            warm.built = b
         session = b.lm.session(max(options.time_limit_s - (time.perf_counter() - t0), 1.0), options.mip_gap, options.threads, warm=warm)
         sol = session.relax()
         if _needs_binaries(b, sol, binaries, options):

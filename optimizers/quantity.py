@@ -26,6 +26,17 @@ class Quantity:
         return self.scale * x[self.cols]
 
 
+@dataclass(frozen=True)
+class Total:
+    """A quantity that is no column of its own: the sum of ``parts`` (column blocks) over their
+    first axis, e.g. a bid without a block rule is the sum of the units' allocations."""
+
+    parts: tuple[np.ndarray, ...]
+
+    def value(self, x: np.ndarray) -> np.ndarray:
+        return sum(x[cols].sum(axis=0) for cols in self.parts)
+
+
 def add_quantity(
     lm: LinearModel,
     name: str,
