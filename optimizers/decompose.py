@@ -27,7 +27,7 @@ method (docs/architecture.md, decision 8, has the measurements):
 
 Pieces: a site whose limits can bind, or whose net import is priced (retail), is one
 piece with all its units. Units at other sites never meet their site's limits, so they
-are **detached** and grouped ``piece_units`` at a time, sorted by duration and SoC so
+are **detached** and grouped ``piece_size`` at a time, sorted by duration and SoC so
 that consecutive pieces are alike and each warm-starts from the last one's basis.
 
 Couplings not handled here (fleet caps, mandatory DR events) fall back to the monolith.
@@ -56,6 +56,7 @@ from vpp.errors import SolverError
 from vpp.schedule import Schedule, SolverOptions, SolverStats
 
 AUTO_MIN_UNITS = 40  # below this the monolith (with its branch-and-bound) is as fast and tighter
+LARGE_FLEET_UNITS = 1000  # from here detached units go 4 to a piece, below 8 (``piece_size``)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,18 @@ class _Priced:
 def should_decompose(p: Problem, options: SolverOptions) -> bool:
     if options.decomposition == "off" or not _supported(p):
         return False
-    return options.decomposition == "on" or (len(p.unit_ids) >= AUTO_MIN_UNITS and len(pieces_of(p, options.piece_units)) > 1)
+    return options.decomposition == "on" or (len(p.unit_ids) >= AUTO_MIN_UNITS and len(pieces_of(p, piece_size(p, options))) > 1)
+
+
+def piece_size(p: Problem, options: SolverOptions) -> int:
+    """Detached units per piece: ``options.piece_units`` if set, else 4 from ``LARGE_FLEET_UNITS``
+    units and 8 below. A bigger piece loses less to covering its own DR share in every event
+    interval (100-unit bench: 0.088 % below the one model with 8, 0.125 % with 4), but its simplex
+    time grows faster than its size (1,000 units: 4.2 s with 8, 2.9 s with 4; docs/architecture.md).
+    """
+    if options.piece_units is not None:
+        return options.piece_units
+    return 4 if len(p.unit_ids) >= LARGE_FLEET_UNITS else 8
 
 
 def _supported(p: Problem) -> bool:
@@ -134,7 +146,7 @@ def pieces_of(p: Problem, piece_units: int) -> list[Piece]:
 
 def decomposed(p: Problem, options: SolverOptions) -> Schedule:
     t0 = time.perf_counter()
-    pieces = pieces_of(p, options.piece_units)
+    pieces = pieces_of(p, piece_size(p, options))
     with _runner(options) as run:
         return _decomposed(p, pieces, options, run, t0)
 
@@ -164,7 +176,7 @@ def _decomposed(p: Problem, pieces: list[Piece], options: SolverOptions, run: Ca
 
     held = {prod.id: np.array([s.schedule.reserve_kw[prod.id].sum(axis=0) for s in solved]) for prod in p.products}  # (K, T)
     bids = {prod.id: _round_bid(prod, held[prod.id].sum(axis=0)) for prod in p.products}
-    unplaced = any(((bids[pid] > 0) & (h.sum(axis=0) <= 1e-9)).any() for pid, h in held.items())  # a submitted bid nobody priced in
+    unplaced = any(((bids[pid] > 1e-9) & (h.sum(axis=0) <= 1e-9)).any() for pid, h in held.items())  # a submitted bid nobody priced in
     targets = _shares(held, bids)
     touched = [k for k in range(len(pieces)) if any(not np.array_equal(held[pid][k], t[k]) for pid, t in targets.items())]
     repaired = list(solved)

@@ -141,6 +141,25 @@ def test_unlike_units_merge_into_sums_and_energy_weighted_means():
     assert m.eta_dis[0] == q.eta_dis[0]  # equal members keep their value exactly
 
 
+def test_bids_without_a_block_rule_decompose_without_falling_back_to_the_monolith(monkeypatch):
+    # without a block rule a bid is the sum of the allocations, noise included (1e-10 kW): that is no
+    # bid "nobody priced in", so the pieces' answers stand and the monolith is never asked
+    import optimizers.model as model
+
+    from bench.optimizer import fleet_problem  # the bench's 20-unit fleet: CAISO prices, 96 intervals, one DR event
+
+    p = fleet_problem(20)
+    p = replace(p, products=tuple(replace(prod, min_kw=0.0, increment_kw=0.0) for prod in p.products))
+    whole = []
+    real = model._monolithic
+    monkeypatch.setattr(model, "_monolithic", lambda q, options, warm: (whole.append(len(q.unit_ids)) if warm is None and len(q.unit_ids) == len(p.unit_ids) else None, real(q, options, warm))[1])
+    dec = optimize(p, SolverOptions(decomposition="on"))
+    assert whole == [] and dec.stats.pieces > 1
+    assert_schedule_feasible(p, dec)
+    mono = real(p, MONO, None)
+    assert mono.total_revenue * (1 - 0.03) <= dec.total_revenue <= mono_bound(mono) + 1e-6
+
+
 def test_decomposition_is_deterministic():
     p = fleet_case(seed=5)
     opts = SolverOptions(decomposition="on", piece_units=2)

@@ -205,7 +205,7 @@ class SolverModel(_Strict):
     infeasibility_penalty_per_kwh: float = Field(1.0e4, gt=0)
     threads: int = Field(1, ge=1)
     decomposition: Literal["auto", "on", "off"] = "auto"
-    piece_units: int = Field(4, ge=1)
+    piece_units: int | None = Field(None, ge=1, description="units per decomposition piece; default 4 from 1,000 units, 8 below")
     bound_rounds: int = Field(1, ge=1)
     piece_threads: int = Field(2, ge=1)
     workers: int = Field(1, ge=1)

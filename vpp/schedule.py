@@ -29,7 +29,7 @@ class SolverOptions:
     # Split the fleet into independent pieces priced by a master (optimizers/decompose.py):
     # auto: when the fleet is large enough to gain; on / off: always / never.
     decomposition: Literal["auto", "on", "off"] = "auto"
-    piece_units: int = 4  # units per piece where units are independent (measured best, docs/architecture.md)
+    piece_units: int | None = None  # units per piece where units are independent (None: 4 from 1,000 units, 8 below; decompose.piece_size)
     bound_rounds: int = 1  # pricing rounds for the bound when DR events couple the pieces (the first is from a stand-in fleet)
     piece_threads: int = 2  # in this process, pieces solve on this many threads (HiGHS releases the GIL)
     workers: int = 1  # pieces solved in this many processes (Dask LocalCluster when > 1)
