@@ -301,8 +301,9 @@ def carried(basis: highspy.HighsBasis, old: Layout, new: Layout, col_lb: np.ndar
             pos += size
         return [_STATUS_OF[v] for v in out.tolist()]
 
-    col_values = np.fromiter((int(x) for x in basis.col_status), np.int8, len(basis.col_status))
-    row_values = np.fromiter((int(x) for x in basis.row_status), np.int8, len(basis.row_status))
+    # each read of a HighsBasis' status vector converts the whole vector to a list: read each once
+    col_values = np.array(list(map(int, basis.col_status)), np.int8)
+    row_values = np.array(list(map(int, basis.row_status)), np.int8)
     n_rows = sum(int(np.prod(shape)) if shape else 1 for _, shape in new[1])
     at_bound = np.where(np.isfinite(col_lb), _LOWER, np.where(np.isfinite(col_ub), _UPPER, _ZERO)).astype(np.int8)
     out = highspy.HighsBasis()
