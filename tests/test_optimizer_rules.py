@@ -40,6 +40,32 @@ def test_bids_are_rounded_to_increments_and_dropped_below_the_minimum():
     assert (s2.bids_kw["reg_up"] == 0).all() and s2.revenue["reg_up"] == 0.0
 
 
+def test_a_bid_is_valued_on_its_blocks_while_they_are_chosen_and_on_the_allocations_once_pinned():
+    # Branch-and-bound needs the value on the integer blocks (with it on the allocations a 24-unit random
+    # fleet found no solution in 39 s); a pinned bid (a decomposition repair) carries it on the
+    # allocations, like a bid without a block rule, so their models share reduced costs. Same optimum.
+    idx = hours(4)
+    units = [unit(f"u{i}", max_charge_kw=123.0, max_discharge_kw=123.0, energy_kwh=1000.0) for i in range(3)]
+    reg = product("reg_up", ProductKind.REGULATION_UP, [30.0, 0.0, 25.0, 40.0], idx, increment_kw=100.0, min_bid_kw=0.0)
+    p = problem(units, [wholesale_site()], market([20.0, 50.0, 10.0, 80.0], idx, [reg]), idx)
+
+    def costs(q):
+        lm = build_model(q, EXACT).lm
+        cost = lm.cost()
+        block = lambda name: next(cost[b.start : b.start + b.size] for b in lm.col_blocks if b.name == name)  # noqa: E731
+        return block, lm
+
+    block, lm = costs(p)
+    assert block("bid.reg_up.blocks")[[0, 2, 3]].all() and not block("reg_up.from_discharge").any()
+    chosen = optimize(p, EXACT)
+    pinned = replace(p, products=(replace(p.products[0], fixed_kw=chosen.bids_kw["reg_up"]),))
+    block, lm = costs(pinned)
+    assert not block("bid.reg_up.blocks").any() and block("reg_up.from_discharge").reshape(3, 4)[:, [0, 2, 3]].all()
+    again = optimize(pinned, EXACT)
+    assert_schedule_feasible(pinned, again)
+    assert again.total_revenue == pytest.approx(chosen.total_revenue, rel=1e-7)
+
+
 def test_gate_closure_times_follow_day_ahead_and_real_time_rules():
     from datetime import time
 
