@@ -2,7 +2,7 @@
 
 Why: the monolithic LP is degenerate and its simplex time grows faster than the
 fleet (100 units × 96 intervals: 5.5-12 s relaxation, 1,000 units 613 s; a 4-unit
-piece 45 ms). The units are coupled only by
+piece 10-15 ms). The units are coupled only by
 
 * the **fleet bids** — bid = Σ allocations, in blocks with a minimum;
 * **DR commitments** — Σ member sites' reduction ≥ commitment in every event interval;
@@ -51,6 +51,7 @@ from optimizers.context import Built
 from optimizers.lp import ABS_GAP, Warm
 from optimizers.problem import Problem
 from optimizers.revenue import schedule_of
+from optimizers.sites import pay_net_export
 from optimizers.subproblem import detach, restrict
 from vpp.errors import SolverError
 from vpp.schedule import Schedule, SolverOptions, SolverStats
@@ -471,9 +472,7 @@ def _priced_solve(b: Built, lam: dict[str, np.ndarray], options: SolverOptions, 
         lm.release(b.rows[f"dr_delivery.{e.id}"][e.active])
         c = b.commitments[e.id]
         lm.maximize(-e.value_per_kw * c.scale, c.cols)
-        value = np.where(e.sites[:, None], lam[e.id][None, :], 0.0)  # (S, T)
-        lm.maximize(value, b.exp)
-        lm.maximize(-value, b.imp)
+        pay_net_export(b, np.where(e.sites[:, None], lam[e.id][None, :], 0.0))
     sol = lm.session(options.time_limit_s, options.mip_gap, options.threads, warm=warm).relax()
     warm.built = None  # priced now: not a stage-1 model any more
     if not sol.has_solution:
@@ -577,10 +576,10 @@ def _solve_chunk(problems: list[Problem | _Priced | Callable[[], _Priced | None]
 
     Each LP starts hot from the one before if that was the same piece's (``lp.Warm``), else from
     the basis its piece had in the same stage before, else from its stage-1 basis (stage ""),
-    else from the last LP of its stage and shape (an alike piece). A bound LP (``_Priced``) right
-    after its piece's stage-1 LP re-prices that model instead of building its own. A problem may
-    be deferred (a function, called here: it may wait for prices); one that comes out None gets
-    no answer.
+    else from the last LP of its stage (an alike piece; ``lp.carried`` maps a basis between
+    layouts). A bound LP (``_Priced``) right after its piece's stage-1 LP re-prices that model
+    instead of building its own. A problem may be deferred (a function, called here: it may wait
+    for prices); one that comes out None gets no answer.
 
     The instance and its bases belong to one decomposition run (``run_id``) and lane (a thread of
     the run's process): a new run starts cold, so the same input gives the same answer however

@@ -238,8 +238,8 @@ class LinearModel:
 
 
 class Warm:
-    """One HiGHS instance reused across many small models, the last optimal basis per model shape,
-    and the model loaded now.
+    """One HiGHS instance reused across many small models, the last optimal basis under each name
+    the caller gives (a piece in a stage, a stage), and the model loaded now.
 
     A decomposition solves hundreds of same-shaped pieces in a row: creating a
     HiGHS instance costs ~5 ms, more than a warm piece's solve, and the optimal
@@ -288,12 +288,12 @@ def carried(basis: highspy.HighsBasis, old: Layout, new: Layout, col_lb: np.ndar
         spans: dict[tuple, list[tuple[int, int]]] = {}
         pos = 0
         for name, shape in old_blocks:
-            size = int(np.prod(shape)) if shape else 1
+            size = int(np.prod(shape))
             spans.setdefault((name, shape), []).append((pos, size))
             pos += size
         out, pos = default, 0
         for name, shape in new_blocks:
-            size = int(np.prod(shape)) if shape else 1
+            size = int(np.prod(shape))
             same = spans.get((name, shape))
             if same:
                 start, _ = same.pop(0)
@@ -304,7 +304,7 @@ def carried(basis: highspy.HighsBasis, old: Layout, new: Layout, col_lb: np.ndar
     # each read of a HighsBasis' status vector converts the whole vector to a list: read each once
     col_values = np.array(list(map(int, basis.col_status)), np.int8)
     row_values = np.array(list(map(int, basis.row_status)), np.int8)
-    n_rows = sum(int(np.prod(shape)) if shape else 1 for _, shape in new[1])
+    n_rows = sum(int(np.prod(shape)) for _, shape in new[1])
     at_bound = np.where(np.isfinite(col_lb), _LOWER, np.where(np.isfinite(col_ub), _UPPER, _ZERO)).astype(np.int8)
     out = highspy.HighsBasis()
     out.col_status = statuses(old[0], col_values, new[0], at_bound)
@@ -348,12 +348,15 @@ class Session:
         model = _Loaded(a, np.asarray(cost, float), np.where(kinds >= SEMI_CONTINUOUS, 0.0, col_lb), np.asarray(col_ub, float), np.asarray(row_lb, float), np.asarray(row_ub, float))
         loaded = warm.loaded if warm is not None else None
         self.hot = loaded is not None and loaded.same_matrix(a)
-        # hot: the loaded basis stays primal feasible where only costs and bounds that the current
-        # point meets changed (a row released, a price changed); primal simplex then goes on from it
-        self.hot_primal = self.hot and _hot_update(h, loaded, model)
-        self.h = _options(h, time_limit_s, mip_gap, threads, warm is not None) if self.hot else _highs(h, model, offset, time_limit_s, mip_gap, threads, warm is not None)
+        self.hot_primal = False
         if self.hot:
+            # the loaded basis stays primal feasible where only costs and bounds that the current
+            # point meets changed (a row released, a price changed); primal simplex then goes on from it
+            self.hot_primal = _hot_update(h, loaded, model)
             h.changeObjectiveOffset(float(offset))
+            self.h = _options(h, time_limit_s, mip_gap, threads, warm=True)
+        else:
+            self.h = _highs(h, model, offset, time_limit_s, mip_gap, threads, warm is not None)
         if warm is not None:
             warm.loaded = model
         self.bound = np.inf
@@ -476,7 +479,7 @@ def _options(h: highspy.Highs, time_limit_s: float, mip_gap: float, threads: int
     h.setOptionValue("threads", int(threads))
     if warm:
         # small models restarted from an alike one's basis: Dantzig pricing beat dual steepest edge
-        # (13.4 against 15.1 ms a 4-unit piece); on one large model it is slower (docs/architecture.md)
+        # (10.5 against 13.1 ms a 4-unit piece); on one large model it is slower (docs/architecture.md)
         h.setOptionValue("simplex_dual_edge_weight_strategy", DANTZIG_PRICING)
     return h
 

@@ -13,6 +13,13 @@ import numpy as np
 from optimizers.context import Built
 
 
+def pay_net_export(b: Built, value_per_kw: np.ndarray) -> None:
+    """Pay each site ``value_per_kw`` (S, T) per kW of net export (export − import) in the objective:
+    a price on grid exchange, as the decomposition's Lagrangian bound puts on DR delivery."""
+    b.lm.maximize(value_per_kw, b.exp)
+    b.lm.maximize(-value_per_kw, b.imp)
+
+
 def add_sites(b: Built) -> None:
     p, lm = b.p, b.lm
     S, T = len(p.site_ids), len(p.index)
@@ -39,8 +46,7 @@ def add_sites(b: Built) -> None:
     lm.maximize(np.where(retail, p.feed_in_per_mwh * dt / 1000.0, 0.0), b.exp)
 
     if p.grid_value_per_kw is not None:
-        lm.maximize(p.grid_value_per_kw, b.exp)
-        lm.maximize(-p.grid_value_per_kw, b.imp)
+        pay_net_export(b, p.grid_value_per_kw)
     charged = p.demand_charge_per_kw > 0
     b.peak = np.full(S, -1)
     if charged.any():
