@@ -107,6 +107,8 @@ def run_floor(n_units: int) -> dict:
     import highspy
     import scipy.sparse as sp
 
+    from optimizers.lp import new_highs
+
     t0 = time.perf_counter()
     p = fleet_problem(n_units)
     U, T = p.shape
@@ -132,8 +134,7 @@ def run_floor(n_units: int) -> dict:
     lp.sense_ = highspy.ObjSense.kMaximize
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
     lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = a.indptr, a.indices, a.data
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
+    h = new_highs()
     h.passModel(lp)
     build = time.perf_counter() - t0
     t1 = time.perf_counter()

@@ -14,8 +14,10 @@ wanted.
 from __future__ import annotations
 
 import bisect
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import highspy
@@ -28,6 +30,31 @@ ABS_GAP = 1e-6  # currency: objective differences below this are noise (HiGHS' d
 FEASIBILITY_TOL = 1e-7  # HiGHS' default primal_feasibility_tolerance
 DUAL_SIMPLEX, PRIMAL_SIMPLEX = 1, 4  # HiGHS' simplex_strategy values
 DANTZIG_PRICING = 0  # HiGHS' simplex_dual_edge_weight_strategy value
+
+
+class _QuietHighs(highspy.Highs):
+    """A HiGHS instance that never prints its banner on stdout.
+
+    HiGHS logs "Running HiGHS ... Copyright ..." on an instance's first call
+    unless ``output_flag`` is already off, and highspy 1.16 makes that first call
+    (registering its callbacks) inside the constructor, before a caller can set
+    any option. Output on stdout would break ``--json`` and fill daemon logs.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setOptionValue("output_flag", False)  # highspy versions whose constructor makes no call
+
+    def enableCallbacks(self) -> None:  # noqa: N802 (highspy's name)
+        self.setOptionValue("output_flag", False)
+        super().enableCallbacks()
+
+
+def new_highs() -> highspy.Highs:
+    """The one way this project creates a HiGHS instance: silent until a caller turns logging on."""
+    return _QuietHighs()
+
+
 _HIGHS_TYPES = {
     CONTINUOUS: highspy.HighsVarType.kContinuous,
     INTEGER: highspy.HighsVarType.kInteger,
@@ -251,7 +278,7 @@ class Warm:
     """
 
     def __init__(self) -> None:
-        self.highs = highspy.Highs()
+        self.highs = new_highs()
         self.bases: dict[Any, tuple[highspy.HighsBasis, Layout]] = {}  # name → an optimal basis and its model's layout
         self.key: Any = None  # the caller's name for the next model (its own earlier basis is the best start)
         self.fallback: Any = None  # a name whose basis is the next best start (the same piece in another stage)
@@ -344,7 +371,7 @@ class Session:
         self.time_limit_s, self.mip_gap = time_limit_s, mip_gap
         self.ints = np.flatnonzero(kinds != CONTINUOUS).astype(np.int32)
         self.warm, self.layout = warm, layout
-        h = warm.highs if warm is not None else highspy.Highs()
+        h = warm.highs if warm is not None else new_highs()
         model = _Loaded(a, np.asarray(cost, float), np.where(kinds >= SEMI_CONTINUOUS, 0.0, col_lb), np.asarray(col_ub, float), np.asarray(row_lb, float), np.asarray(row_ub, float))
         loaded = warm.loaded if warm is not None else None
         self.hot = loaded is not None and loaded.same_matrix(a)
@@ -471,9 +498,25 @@ class Session:
         return sol
 
 
+SOLVER_LOG_ENV = "VPP_SOLVER_LOG"
+"""Environment variable naming a file for HiGHS' log (``--solver-log``); an environment variable so that
+solver worker processes and Dask workers started from this process see it too."""
+
+
+def log_solver_to(path: str | os.PathLike[str] | None) -> None:
+    """Send HiGHS' log of every later one-model solve, in this process and its children, to ``path``."""
+    if path is not None:
+        os.environ[SOLVER_LOG_ENV] = os.fspath(Path(path).resolve())
+
+
 def _options(h: highspy.Highs, time_limit_s: float, mip_gap: float, threads: int, warm: bool) -> highspy.Highs:
     h.resetOptions()  # a reused instance must not keep a previous model's retry tolerances
     h.setOptionValue("output_flag", False)
+    log = os.environ.get(SOLVER_LOG_ENV)
+    if log and not warm:  # the one model (not the hundreds of reused piece instances): the log a user reads
+        h.setOptionValue("log_to_console", False)
+        h.setOptionValue("log_file", log)
+        h.setOptionValue("output_flag", True)
     h.setOptionValue("time_limit", _deadline(h, time_limit_s))
     h.setOptionValue("mip_rel_gap", float(mip_gap))
     h.setOptionValue("threads", int(threads))

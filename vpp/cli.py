@@ -18,7 +18,9 @@ from vpp.cli_simulate import simulate_cmd
 from vpp.cli_run import run_cmd
 from vpp.errors import VppError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Virtual power plant aggregation and dispatch engine.")
+# rich_markup_mode=None: usage errors print as click's plain "Usage: ... / Error: <one sentence>",
+# not a boxed panel, on every typer version (0.29 vendors click, so its errors are not click's classes)
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False, help="Virtual power plant aggregation and dispatch engine.")
 app.command("validate")(validate)
 app.command("optimize")(optimize_cmd)
 app.command("simulate")(simulate_cmd)
@@ -29,20 +31,11 @@ app.add_typer(ledger_app, name="ledger")
 
 
 def main() -> None:
+    """The console script. Typer runs standalone: it prints usage errors itself (usage line, one
+    sentence, exit 2) and turns Ctrl-C into exit 130; what reaches here is the engine's own errors."""
     try:
-        app(standalone_mode=False)
+        app(prog_name="vpp")
     except VppError as err:
         for line in str(err).splitlines():
             print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise

@@ -37,11 +37,15 @@ def optimize_cmd(
     decomposition: str | None = typer.Option(None, help="auto (large fleets) | on | off: solve the fleet in independent pieces"),
     workers: int | None = typer.Option(None, min=1, help="solve the pieces on a local Dask cluster of N processes"),
     scheduler: str | None = typer.Option(None, help="or on an existing Dask cluster, e.g. tcp://host:8786"),
+    solver_log: Path | None = typer.Option(None, "--solver-log", help="write HiGHS' log to this file (the solver prints nothing otherwise)"),
 ) -> None:
     """Co-optimize the fleet over the horizon and print the expected revenue, bids and solver figures."""
     from dataclasses import replace
 
     from optimizers.api import optimize_config
+    from optimizers.lp import log_solver_to
+
+    log_solver_to(solver_log)
 
     cfg = load_config(config)
     begin = _parse_time(start, cfg, "--start") if start else None

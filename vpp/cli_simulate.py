@@ -54,8 +54,12 @@ def simulate_cmd(
     sweep: Path | None = typer.Option(None, help="a sweep file: run its scenarios instead of one backtest"),
     workers: int | None = typer.Option(None, min=1, help="run on a local Dask cluster of N worker processes"),
     scheduler: str | None = typer.Option(None, help="run on an existing Dask cluster, e.g. tcp://host:8786"),
+    solver_log: Path | None = typer.Option(None, "--solver-log", help="write HiGHS' log to this file (the solver prints nothing otherwise)"),
 ) -> None:
     """Replay the fleet over [--from, --to) against recorded prices: forecasts → optimizer → dispatcher → simulated batteries → settlement."""
+    from optimizers.lp import log_solver_to
+
+    log_solver_to(solver_log)
     if sweep is not None:
         _sweep(sweep, workers, scheduler, out, as_json)
         return
