@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vpp.config import load_config, read_yaml, to_utc
+from vpp.config import load_config, parse_duration, read_yaml, to_utc
 from vpp.errors import InputError, from_validation_error
 from vpp.forecasts import METHODS
 
@@ -59,9 +59,10 @@ class SweepModel(BaseModel):
 def load_sweep(path: Path) -> tuple[SweepModel, list[dict[str, Any]]]:
     """The sweep and its scenarios (plain dicts, ready to ship to workers); all inputs checked here."""
     try:
-        sweep = SweepModel.model_validate(read_yaml(path))
+        raw = read_yaml(path)
+        sweep = SweepModel.model_validate(raw)
     except ValidationError as exc:
-        raise from_validation_error(exc, str(path)) from None
+        raise from_validation_error(exc, str(path), data=raw) from None
     base = path.parent
     config_path = (base / sweep.config).resolve()
     cfg = load_config(config_path)
@@ -77,10 +78,7 @@ def load_sweep(path: Path) -> tuple[SweepModel, list[dict[str, Any]]]:
         for src, f in files.items():
             if not (base / f).is_file():
                 raise InputError(str(path), f"grid.data_files.{src}", f, "an existing CSV file (relative to the sweep file)")
-    try:
-        pd.Timedelta(sweep.every)
-    except ValueError:
-        raise InputError(str(path), "every", sweep.every, "a duration like 24h or 1h") from None
+    parse_duration(sweep.every, "every", cfg.interval, where=str(path))
     scenarios = []
     g = sweep.grid
     for i, (fc, scale, dur, prods, files) in enumerate(itertools.product(g.forecast, g.power_scale, g.duration_h, g.products, g.data_files)):

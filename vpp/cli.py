@@ -6,6 +6,7 @@ nothing a user can cause ends in a traceback.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -33,6 +34,9 @@ app.add_typer(ledger_app, name="ledger")
 def main() -> None:
     """The console script. Typer runs standalone: it prints usage errors itself (usage line, one
     sentence, exit 2) and turns Ctrl-C into exit 130; what reaches here is the engine's own errors."""
+    # warnings from library code (a price 1,000x off its unit) reach the user as "WARNING: ..." on
+    # stderr; `vpp run` replaces this with its own log format
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         app(prog_name="vpp")
     except VppError as err:

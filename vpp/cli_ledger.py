@@ -37,8 +37,9 @@ def report(
     db: DbOpt = None,
 ) -> None:
     """Totals of a month's settled intervals; amounts are exact (integer minor units)."""
-    from vpp.ledger.report import ledger_report
+    from vpp.ledger.report import ledger_report, month_bounds
 
+    month_bounds(month, "UTC")  # a malformed month is the first thing to report, before any database is opened
     cfg, engine = _open(config, db)
     frame = ledger_report(engine, cfg.contracts, month, cfg.timezone, by.value)
     _print(frame, cfg.currency, f"{cfg.name} ledger {month} by {by.value} ({cfg.currency}, {cfg.timezone})", as_csv)
@@ -54,6 +55,7 @@ def close(config: ConfigOpt, month: MonthOpt, db: DbOpt = None) -> None:
     from vpp.ledger.report import month_bounds, month_split
     from vpp.ledger.store import record_statement
 
+    month_bounds(month, "UTC")  # a malformed month is the first thing to report, before any database is opened
     cfg, engine = _open(config, db)
     end = month_bounds(month, cfg.timezone)[1]
     if pd.Timestamp.now(tz="UTC") < end:  # its last intervals are not settled yet

@@ -10,20 +10,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vpp.config import VppConfig, load_config, to_utc
+from vpp.config import VppConfig, load_config, parse_duration, parse_time
 from vpp.errors import InputError
 from vpp.schedule import Schedule
 
 
-def validate(config: Path = typer.Argument(..., help="the config YAML")) -> None:
-    """Check a config and every file it references; one line per problem, non-zero exit if any."""
-    from optimizers.problem import build_problem
+def validate(
+    path: Path = typer.Argument(..., help="a config, sweep, economics case, overrides or contracts YAML"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="for an overrides or contracts file: the config whose units it names"),
+) -> None:
+    """Check a file and every file it references; one line per problem, exit 2 if any. The kind of file is
+    recognised by its shape."""
+    from vpp.validate import validate_file
 
-    cfg = load_config(config)
-    if cfg.start is not None:  # the configured default window must be covered by the data
-        build_problem(cfg.fleet, cfg.market, cfg.horizon_index(), overrides=cfg.overrides, terminal=cfg.terminal, where=str(config))
-    products = ", ".join(p.id for p in cfg.market.products) or "none"
-    print(f"ok: {config}: {len(cfg.fleet.sites)} sites, {len(cfg.units)} units, products: {products}, DR events: {len(cfg.market.dr_events)}, overrides: {len(cfg.overrides)}")
+    print(validate_file(path, config))
 
 
 def optimize_cmd(
@@ -48,10 +48,12 @@ def optimize_cmd(
     log_solver_to(solver_log)
 
     cfg = load_config(config)
-    begin = _parse_time(start, cfg, "--start") if start else None
-    span = _parse_span(horizon) if horizon else None
+    begin = parse_time(start, cfg.timezone, "--start") if start else None
+    span = parse_duration(horizon, "--horizon", cfg.interval) if horizon else None
     options = cfg.solver
     if time_limit_s is not None:
+        if not time_limit_s > 0:
+            raise InputError("--time-limit", "time limit", time_limit_s, "a positive number of seconds")
         options = replace(options, time_limit_s=time_limit_s)
     if exclusivity is not None:
         if exclusivity not in ("lazy", "binary", "hull", "relaxed"):
@@ -75,23 +77,6 @@ def optimize_cmd(
         print(json.dumps(schedule.summary(cfg.currency), default=str))
         return
     _print_tables(schedule, cfg, out)
-
-
-def _parse_time(text: str, cfg: VppConfig, field: str) -> pd.Timestamp:
-    try:
-        return to_utc(text, cfg.timezone)
-    except (ValueError, TypeError) as exc:
-        raise InputError(field, "start", text, "a time like 2020-08-18T00:00") from exc
-
-
-def _parse_span(text: str) -> pd.Timedelta:
-    try:
-        span = pd.Timedelta(text)
-    except ValueError as exc:
-        raise InputError("--horizon", "horizon", text, "a duration like 24h, 2d or 90min") from exc
-    if span <= pd.Timedelta(0):
-        raise InputError("--horizon", "horizon", text, "a positive duration")
-    return span
 
 
 def _print_tables(s: Schedule, cfg: VppConfig, out: Path | None) -> None:

@@ -64,13 +64,13 @@ def simulate_cmd(
         _sweep(sweep, workers, scheduler, out, as_json)
         return
     from simulators.backtest import SimulationSettings, backtest_solver
-    from vpp.config import load_config
+    from vpp.config import load_config, parse_duration, parse_time
     from vpp.forecasts import ForecastSpec, file_forecasts
 
     if config is None or start is None or end is None:
         raise InputError("vpp simulate", "--config/--from/--to", None, "a config and a period (or --sweep FILE)")
     cfg = load_config(config)
-    begin, finish = _time(start, cfg.timezone, "--from"), _time(end, cfg.timezone, "--to")
+    begin, finish = parse_time(start, cfg.timezone, "--from"), parse_time(end, cfg.timezone, "--to")
     spec = ForecastSpec(forecast, rolling_days, file_forecasts(cfg.path) if forecast == "file" else None)
     solver = backtest_solver(cfg)
     if decomposition is not None:
@@ -80,11 +80,13 @@ def simulate_cmd(
     if mip_gap is not None:
         solver = dataclasses.replace(solver, mip_gap=mip_gap)
     if time_limit_s is not None:
+        if not time_limit_s > 0:
+            raise InputError("--time-limit", "time limit", time_limit_s, "a positive number of seconds")
         solver = dataclasses.replace(solver, time_limit_s=time_limit_s)
     settings = SimulationSettings(
         forecast=spec,
-        every=_span(every, "--every"),
-        horizon=_span(horizon, "--horizon") if horizon else None,
+        every=parse_duration(every, "--every", cfg.interval),
+        horizon=parse_duration(horizon, "--horizon", cfg.interval) if horizon else None,
         seed=seed,
         soc_noise=soc_noise,
         deployment_noise=deployment_noise,
@@ -104,7 +106,7 @@ def simulate_cmd(
     if no_bound:
         summary["perfect_foresight"], summary["capture_ratio"], summary["capture_ratio_by_month"] = None, None, {}
     folder = out or Path(f"sim-{cfg.name}")
-    written = write_outputs(folder, cfg, result, summary, bound, _time(week, cfg.timezone, "--week") if week else None)
+    written = write_outputs(folder, cfg, result, summary, bound, parse_time(week, cfg.timezone, "--week") if week else None)
     if as_json:
         print(json.dumps(summary, default=str))
         return
@@ -219,22 +221,3 @@ def _print_summary(s: dict, folder: Path, written: list[Path]) -> None:
     if not s["by_contract"]:
         con.print("by contract: no contracts configured")
     con.print(f"written to {folder}/: " + ", ".join(p.name for p in written))
-
-
-def _time(text: str, timezone: str, field: str) -> pd.Timestamp:
-    from vpp.config import to_utc
-
-    try:
-        return to_utc(text, timezone)
-    except (ValueError, TypeError) as exc:
-        raise InputError(field, field.lstrip("-"), text, "a date or time like 2020-08-01 or 2020-08-01T10:00") from exc
-
-
-def _span(text: str, field: str) -> pd.Timedelta:
-    try:
-        span = pd.Timedelta(text)
-    except ValueError as exc:
-        raise InputError(field, field.lstrip("-"), text, "a duration like 24h, 1h or 2d") from exc
-    if span <= pd.Timedelta(0):
-        raise InputError(field, field.lstrip("-"), text, "a positive duration")
-    return span

@@ -9,6 +9,7 @@ collects them all instead of stopping at the first.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, time
@@ -29,13 +30,16 @@ from vpp.ledger.contracts import Contract
 from vpp.markets import AncillaryProduct, DemandResponseEvent, GateClosure, Market, ProductKind
 from vpp.overrides import Override, OverrideKind
 from vpp.schedule import SolverOptions, TerminalPolicy
-from vpp.timeseries import Column, LoadedSeries, Profile, read_csv_series, scaled
+from vpp.timeseries import Column, LoadedSeries, Profile, magnitude_warnings, read_csv_series, scaled
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- file schema
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: NaN and infinity are refused at the boundary; a NaN limit would pass every check
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ColumnModel(_Strict):
@@ -47,8 +51,16 @@ class ColumnModel(_Strict):
 class SourceModel(_Strict):
     file: str
     time_column: str
-    timezone: str = Field("UTC", description="zone of naive timestamps in the file")
+    timezone: str | None = Field(None, description="zone of the file's naive timestamps (default: the config's timezone); timestamps with an offset keep it")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="the character between fields; ';' in many European exports")
+    decimal: Literal[".", ","] = Field(".", description="the decimal mark of the numbers; ',' needs another delimiter")
     columns: dict[str, ColumnModel]
+
+    @model_validator(mode="after")
+    def _marks(self) -> SourceModel:
+        if self.delimiter == self.decimal:
+            raise ValueError(f"delimiter and decimal are both {self.delimiter!r}; a decimal comma needs delimiter ';'")
+        return self
 
 
 class ScaledRef(_Strict):
@@ -301,6 +313,7 @@ class VppConfig:
     mqtt: MqttBrokerConfig | None = None
     contracts: tuple[Contract, ...] = ()
     daemon: DaemonModel | None = None
+    warnings: tuple[str, ...] = ()  # plausible-looking but suspicious input (a price 1,000x off its unit); the CLI prints them
 
     @property
     def units(self) -> tuple[BatteryUnit, ...]:
@@ -314,9 +327,40 @@ class VppConfig:
         begin = to_utc(begin, self.timezone)
         span = horizon if horizon is not None else self.horizon
         n = int(span / self.interval)
-        if n < 1:
-            raise InputError(str(self.path), "horizon", str(span), f"at least one {self.interval} interval")
+        if n < 1 or span % self.interval != pd.Timedelta(0):
+            minutes = self.interval.total_seconds() / 60
+            raise InputError(str(self.path), "horizon", str(span), f"a whole number (at least one) of {minutes:g}-minute intervals")
         return pd.date_range(begin, periods=n, freq=self.interval)
+
+
+_BARE_NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)\s*$")
+
+
+def parse_duration(text: str, field: str, interval: pd.Timedelta | None = None, where: str | None = None) -> pd.Timedelta:
+    """A duration a user typed (``24h``, ``2d``, ``90min``, ``1h30min``); a bare number is refused, as its
+    unit would be a guess (pandas reads ``24`` as 24 nanoseconds). With ``interval``, the duration must
+    be a whole number of intervals: 90 minutes of hourly intervals is not silently one interval."""
+    text = str(text)
+    if _BARE_NUMBER.match(text):
+        raise InputError(where or field, field.lstrip("-"), text, f"a duration with a unit, such as {text.strip()}h or {text.strip()}min")
+    try:
+        span = pd.Timedelta(text)
+    except ValueError:
+        raise InputError(where or field, field.lstrip("-"), text, "a duration like 24h, 2d or 90min") from None
+    if span <= pd.Timedelta(0):
+        raise InputError(where or field, field.lstrip("-"), text, "a positive duration")
+    if interval is not None and span % interval != pd.Timedelta(0):
+        minutes = interval.total_seconds() / 60
+        raise InputError(where or field, field.lstrip("-"), text, f"a whole number of the config's {minutes:g}-minute intervals")
+    return span
+
+
+def parse_time(text: str, timezone: str, field: str) -> pd.Timestamp:
+    """A time a user typed, in ``timezone`` unless it carries an offset, as UTC."""
+    try:
+        return to_utc(text, timezone)
+    except (ValueError, TypeError, OverflowError):
+        raise InputError(field, field.lstrip("-"), text, "a date or time like 2020-08-01 or 2020-08-01T10:00") from None
 
 
 def to_utc(value: datetime | pd.Timestamp | str, timezone: str) -> pd.Timestamp:
@@ -336,11 +380,13 @@ def load_config(path: str | Path) -> VppConfig:
     try:
         model = ConfigModel.model_validate(raw)
     except ValidationError as exc:
-        raise from_validation_error(exc, str(path)) from None
+        raise from_validation_error(exc, str(path), data=raw) from None
     errors: list[InputError] = []
     config = _build(model, path, errors)
     if errors or config is None:
         raise InputErrors(errors)
+    for warning in config.warnings:
+        log.warning("%s", warning)
     return config
 
 
@@ -350,7 +396,7 @@ def load_overrides(path: Path, fleet: Fleet, market: Market, timezone: str) -> t
     try:
         model = OverridesFileModel.model_validate(raw)
     except ValidationError as exc:
-        raise from_validation_error(exc, str(path)) from None
+        raise from_validation_error(exc, str(path), data=raw) from None
     errors: list[InputError] = []
     units = {u.id for u in fleet.units}
     sites = {s.id for s in fleet.sites}
@@ -382,7 +428,7 @@ def load_overrides(path: Path, fleet: Fleet, market: Market, timezone: str) -> t
 def read_yaml(path: Path) -> Any:
     """A YAML file's content, or an ``InputError`` naming the file and line (shared by every YAML the engine reads)."""
     if not path.is_file():
-        raise InputError(str(path), "file", str(path), "an existing YAML file")
+        raise InputError(str(path), "file", str(path.resolve()), "an existing YAML file")
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -397,16 +443,18 @@ def _build(m: ConfigModel, path: Path, errors: list[InputError]) -> VppConfig | 
     tz = _check_zone(m.timezone, where, "timezone", errors)
 
     series: dict[str, LoadedSeries] = {}
+    warnings: list[str] = []
     failed_sources: set[str] = set()  # already reported: do not report every reference to them again
     for src_name, src in m.data.items():
-        zone = _check_zone(src.timezone, where, f"data.{src_name}.timezone", errors)
+        zone = _check_zone(src.timezone or m.timezone, where, f"data.{src_name}.timezone" if src.timezone else "timezone", errors)
         if zone is None:
             failed_sources.add(src_name)
             continue
         columns = {k: Column(c.column, c.unit, c.scale) for k, c in src.columns.items()}
         try:
-            for name, s in read_csv_series(base / src.file, src.time_column, zone, columns, src_name).items():
+            for name, s in read_csv_series(base / src.file, src.time_column, zone, columns, src_name, src.delimiter, src.decimal).items():
                 series[s.name] = s
+                warnings.extend(f"{base / src.file}: {w}" for w in magnitude_warnings(s, columns[name].unit, m.currency))
         except InputError as err:
             errors.append(err)
             failed_sources.add(src_name)
@@ -441,8 +489,8 @@ def _build(m: ConfigModel, path: Path, errors: list[InputError]) -> VppConfig | 
     sites: list[Site] = []
     units: list[BatteryUnit] = []
     seen_units: set[str] = set()
-    for i, s in enumerate(m.sites):
-        loc = f"sites[{i}]"
+    for s in m.sites:
+        loc = f"sites[{s.id}]"
         if s.id in {x.id for x in sites}:
             errors.append(InputError(where, f"{loc}.id", s.id, "a unique site id"))
         tariff = None
@@ -464,11 +512,11 @@ def _build(m: ConfigModel, path: Path, errors: list[InputError]) -> VppConfig | 
                 demand_peak_so_far_kw=s.demand_peak_so_far_kw,
             )
         )
-        for j, u in enumerate(s.units):
+        for u in s.units:
             ids = [u.id] if u.count == 1 else [f"{u.id}-{k + 1}" for k in range(u.count)]
             for uid in ids:
                 if uid in seen_units:
-                    errors.append(InputError(where, f"{loc}.units[{j}].id", uid, "a unique unit id"))
+                    errors.append(InputError(where, f"{loc}.units[{u.id}].id", uid, "a unique unit id"))
                 seen_units.add(uid)
                 units.append(
                     BatteryUnit(
@@ -497,8 +545,8 @@ def _build(m: ConfigModel, path: Path, errors: list[InputError]) -> VppConfig | 
         errors.append(InputError(where, "market.energy_price", None, "a spot price series for the wholesale sites"))
 
     products = []
-    for i, p in enumerate(m.market.products):
-        loc = f"market.products[{i}]"
+    for p in m.market.products:
+        loc = f"market.products[{p.id}]"
         if p.id in {x.id for x in products}:
             errors.append(InputError(where, f"{loc}.id", p.id, "a unique product id"))
         for sid in p.sites or []:
@@ -526,8 +574,8 @@ def _build(m: ConfigModel, path: Path, errors: list[InputError]) -> VppConfig | 
         )
 
     events = []
-    for i, e in enumerate(m.market.demand_response):
-        loc = f"market.demand_response[{i}]"
+    for e in m.market.demand_response:
+        loc = f"market.demand_response[{e.id}]"
         members = site_ids if e.sites == "all" else set(e.sites)
         for sid in members - site_ids:
             errors.append(InputError(where, f"{loc}.sites", sid, f"one of the sites {sorted(site_ids)}"))
@@ -580,6 +628,7 @@ def _build(m: ConfigModel, path: Path, errors: list[InputError]) -> VppConfig | 
         mqtt=m.mqtt,
         contracts=contracts,
         daemon=m.daemon,
+        warnings=tuple(warnings),
     )
 
 

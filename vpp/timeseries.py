@@ -9,6 +9,8 @@ energy prices per MWh, capacity prices per MW-h, powers in kW.
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,37 +48,106 @@ class LoadedSeries:
 
 
 def read_csv_series(
-    path: Path, time_column: str, timezone: str, columns: dict[str, Column], source: str
+    path: Path, time_column: str, timezone: str, columns: dict[str, Column], source: str, delimiter: str = ",", decimal: str = "."
 ) -> dict[str, LoadedSeries]:
-    """Load and check the named columns of one CSV file. Raises ``InputError`` naming file, column and row."""
+    """Load and check the named columns of one CSV file. Raises ``InputError`` naming file, column and row.
+
+    Naive timestamps are read in ``timezone``; cells are read with the file's ``delimiter`` and
+    ``decimal`` mark, and a cell that looks written for another convention (``12,5`` in a file
+    read with a decimal point) is an error, never a silently different number.
+    """
     where = str(path)
     if not path.is_file():
-        raise InputError(where, "file", str(path), "an existing CSV file")
+        raise InputError(where, "file", str(path.resolve()), "an existing CSV file")
     wanted = [time_column, *(c.column for c in columns.values())]
     try:
-        header = pd.read_csv(path, nrows=0).columns
+        header = pd.read_csv(path, nrows=0, sep=delimiter).columns
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise InputError(where, "file", str(path), f"a readable CSV file ({exc.__class__.__name__})") from exc
     for col in wanted:
         if col not in header:
-            raise InputError(where, "column", col, f"one of the file's columns {list(header)[:12]}")
-    frame = pd.read_csv(path, usecols=list(dict.fromkeys(wanted)))
+            hint = f" (the header reads as one column: is the delimiter {_guess_delimiter(header[0])!r}? set delimiter on the data source)" if len(header) == 1 else ""
+            raise InputError(where, "column", col, f"one of the file's columns {list(header)[:12]}{hint}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)  # more fields than the header: data would be lost
+        try:
+            # index_col=False: a row with an extra field (an unquoted decimal comma) must not shift the columns
+            # and every column is read (usecols would skip the field count check)
+            frame = pd.read_csv(path, sep=delimiter, index_col=False, dtype=str, keep_default_na=False)[list(dict.fromkeys(wanted))]
+        except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
+            raise InputError(
+                where, "rows", str(exc).splitlines()[0][:120], f"as many fields in every row as in the header (a decimal comma such as 12,5 in a {delimiter!r}-delimited file? set delimiter and decimal on the data source)"
+            ) from None
+    if len(frame) < 2:
+        raise InputError(where, "rows", len(frame), "at least 2 data rows (the time step is read from the timestamps)")
     index = _parse_times(frame[time_column], timezone, where, time_column)
     out: dict[str, LoadedSeries] = {}
     for name, spec in columns.items():
         if spec.unit not in UNITS:
             raise InputError(where, f"columns.{name}.unit", spec.unit, f"one of {sorted(UNITS)}")
         quantity, factor = UNITS[spec.unit]
-        raw = pd.to_numeric(frame[spec.column], errors="coerce")
-        bad = raw.isna().to_numpy()
-        if bad.any():
-            first = int(np.argmax(bad))
-            raise InputError(
-                where, f"column {spec.column} at {frame[time_column].iloc[first]}", frame[spec.column].iloc[first], "a number (no NaN or empty cells)"
-            )
-        values = pd.Series(raw.to_numpy(dtype=float) * factor * spec.scale, index=index, name=f"{source}.{name}")
-        out[name] = LoadedSeries(f"{source}.{name}", quantity, values)
+        values = _numbers(frame[spec.column], frame[time_column], decimal, where, spec.column)
+        series = pd.Series(values * factor * spec.scale, index=index, name=f"{source}.{name}")
+        out[name] = LoadedSeries(f"{source}.{name}", quantity, series)
     return out
+
+
+_OTHER_DECIMAL = {".": re.compile(r"^[+-]?\d+,\d+$"), ",": re.compile(r"^[+-]?\d+\.\d+$")}
+
+
+def _numbers(cells: pd.Series, times: pd.Series, decimal: str, where: str, column: str) -> np.ndarray:
+    text = cells.str.strip()
+    if decimal != ".":
+        text = text.str.replace(decimal, ".", regex=False)
+    raw = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(raw)
+    if bad.any():
+        first = int(np.argmax(bad))
+        cell = cells.iloc[first]
+        if _OTHER_DECIMAL[decimal].match(cell.strip()):
+            expected = f"a number written with the file's decimal mark {decimal!r} (set decimal on the data source if the file uses {'.' if decimal == ',' else ','!r})"
+        else:
+            expected = "a finite number (no NaN, infinity or empty cells)"
+        raise InputError(where, f"column {column} at {times.iloc[first]}", cell, expected)
+    return raw
+
+
+def _guess_delimiter(line: str) -> str:
+    return max(";\t|", key=line.count)
+
+
+# Rough value of one unit of each currency in US dollars' order of magnitude, only to scale the price
+# sanity band to currencies whose prices are large numbers (JPY 10,000 per MWh is normal); 1 when absent.
+_CURRENCY_SCALE = {
+    "JPY": 150, "KRW": 1400, "INR": 85, "IDR": 16000, "VND": 25000, "HUF": 370, "CLP": 950, "COP": 4000,
+    "PHP": 57, "THB": 35, "TWD": 32, "ZAR": 18, "MXN": 18, "BRL": 5.5, "SEK": 10, "NOK": 10, "DKK": 7,
+    "PLN": 4, "CZK": 23, "RUB": 90, "TRY": 35, "CNY": 7, "HKD": 8, "UAH": 40, "ISK": 140, "RON": 4.6,
+}  # fmt: skip
+_BANDS = {"energy_price": (0.1, 5000.0, "per MWh"), "capacity_price": (0.01, 5000.0, "per MW-h")}
+
+
+def magnitude_warnings(series: LoadedSeries, unit: str, currency: str) -> list[str]:
+    """A named warning when a price series' typical magnitude does not fit its declared unit: a per-kWh
+    price labelled ``per_mwh`` reads 1,000 times too small, and the reverse 1,000 times too large.
+
+    The median of the non-zero magnitudes is compared with a band (0.1-5,000 per MWh for energy, in
+    dollar-like currencies, scaled for currencies with large nominal values); real markets sit well
+    inside it, and a factor of 1,000 lands outside.
+    """
+    if series.quantity not in _BANDS:
+        return []
+    low, high, per = _BANDS[series.quantity]
+    scale = _CURRENCY_SCALE.get(currency.upper(), 1.0)
+    magnitude = np.abs(series.values.to_numpy())
+    magnitude = magnitude[magnitude > 0]
+    if magnitude.size == 0:
+        return []
+    median = float(np.median(magnitude))
+    if low * scale <= median <= high * scale:
+        return []
+    other = {"per_mwh": "per_kwh", "per_kwh": "per_mwh", "per_mw_h": "per_kw_h", "per_kw_h": "per_mw_h"}.get(unit, "another unit")
+    size = "small" if median < low * scale else "large"
+    return [f"{series.name}: typical price {median:,.4g} {currency} {per} is implausibly {size} for unit {unit!r}; is the column in {other}?"]
 
 
 def _parse_times(raw: pd.Series, timezone: str, where: str, column: str) -> pd.DatetimeIndex:

@@ -278,4 +278,4 @@ def _validate(model: type[BaseModel], data: Any, where: str) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise from_validation_error(err, where, skip=_MARKET_TAGS) from err
+        raise from_validation_error(err, where, skip=_MARKET_TAGS, data=data) from err
