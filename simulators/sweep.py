@@ -26,7 +26,7 @@ import dataclasses
 import itertools
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from vpp.config import load_config, parse_duration, read_yaml, to_utc
 from vpp.errors import InputError, from_validation_error
 from vpp.forecasts import METHODS
+from vpp.validate import expect_kind
 
 
 class GridModel(BaseModel):
@@ -60,6 +61,7 @@ def load_sweep(path: Path) -> tuple[SweepModel, list[dict[str, Any]]]:
     """The sweep and its scenarios (plain dicts, ready to ship to workers); all inputs checked here."""
     try:
         raw = read_yaml(path)
+        expect_kind(raw, "sweep", str(path))
         sweep = SweepModel.model_validate(raw)
     except ValidationError as exc:
         raise from_validation_error(exc, str(path), data=raw) from None
@@ -137,13 +139,21 @@ def run_scenario(sc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_sweep(scenarios: list[dict[str, Any]], client: Any | None = None) -> pd.DataFrame:
-    """All scenarios, in-process or on a Dask client, as one table in scenario order."""
+def run_sweep(scenarios: list[dict[str, Any]], client: Any | None = None, progress: Callable[[float, float], None] | None = None) -> pd.DataFrame:
+    """All scenarios, in-process or on a Dask client, as one table in scenario order; ``progress(done,
+    total)`` after each finished scenario."""
+    advance = progress or (lambda done, total: None)
+    rows = []
     if client is None:
-        rows = [run_scenario(sc) for sc in scenarios]
+        for sc in scenarios:
+            rows.append(run_scenario(sc))
+            advance(len(rows), len(scenarios))
     else:
-        futures = client.map(run_scenario, scenarios, pure=False)
-        rows = client.gather(futures)
+        from distributed import as_completed
+
+        for future in as_completed(client.map(run_scenario, scenarios, pure=False)):
+            rows.append(future.result())
+            advance(len(rows), len(scenarios))
     table = pd.DataFrame(rows).sort_values("scenario").reset_index(drop=True)
     streams = [c for c in table.columns if c.startswith("stream.")]
     table[streams] = table[streams].fillna(0.0)  # a scenario without a product has no such stream

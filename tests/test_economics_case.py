@@ -74,7 +74,7 @@ def test_bad_input_names_the_file_and_the_field(tmp_path, change, field, expecte
         load_case(path)
     assert raised.value.field == field
     assert expected in raised.value.expected
-    assert str(raised.value).startswith(f"{path}: {field}: got ")
+    assert str(raised.value).startswith(f"{path}: {field}: ")
 
 
 def test_several_bad_fields_are_all_reported(tmp_path):

@@ -165,14 +165,14 @@ def bad_stakes(cfg: dict) -> None:
 @pytest.mark.parametrize(
     "change, fragments",
     [
-        (lambda c: c["contracts"][0]["units"].append("dg-9"), ["contracts[0].units", "'dg-9'", "a unit id of the fleet"]),
-        (lambda c: c["contracts"][1]["units"].append("dg-big"), ["contracts[1].units", "'dg-big'", "already in dongguan-eaas"]),
-        (bad_stakes, ["contracts[2].stakes_pct", "sum 95", "summing to 100 %"]),
-        (lambda c: c["contracts"][0].update(service_fee_per_kwh_month=3), ["contracts[0].service_fee_per_kwh_month", "one basis"]),
-        (lambda c: c["contracts"][4].update(customer_excess_share_pct=101), ["contracts[4].agency_operation.customer_excess_share_pct", "101"]),
-        (lambda c: c["contracts"][3].update(model="leasing"), ["contracts[3]", "leasing", "energy_as_a_service"]),
+        (lambda c: c["contracts"][0]["units"].append("dg-9"), ["contracts[dongguan-eaas].units", "'dg-9'", "a unit id of the fleet"]),
+        (lambda c: c["contracts"][1]["units"].append("dg-big"), ["contracts[guangzhou-eaas].units", "'dg-big'", "already in dongguan-eaas"]),
+        (bad_stakes, ["contracts[foshan-coinvest].stakes_pct", "sum 95", "summing to 100 %"]),
+        (lambda c: c["contracts"][0].update(service_fee_per_kwh_month=3), ["contracts[dongguan-eaas].service_fee_per_kwh_month", "one basis"]),
+        (lambda c: c["contracts"][4].update(customer_excess_share_pct=101), ["contracts[shenzhen-agency].agency_operation.customer_excess_share_pct", "101"]),
+        (lambda c: c["contracts"][3].update(model="leasing"), ["contracts[huizhou-coinvest]", "leasing", "energy_as_a_service"]),
         (lambda c: c["contracts"][5].update(id="dongguan-eaas"), ["contracts[5].id", "unique contract id"]),
-        (lambda c: c["contracts"][0].update(customer="platform"), ["contracts[0].customer", "other than 'platform'"]),
+        (lambda c: c["contracts"][0].update(customer="platform"), ["contracts[dongguan-eaas].customer", "other than 'platform'"]),
     ],
     ids=["unknown-unit", "unit-in-two-contracts", "stakes-not-100", "two-fee-bases", "share-over-100", "unknown-model", "duplicate-id", "customer-named-platform"],
 )
@@ -201,7 +201,7 @@ def test_bad_month_and_missing_default_database_are_one_line_errors(tmp_path, mo
 def test_the_installed_command_reports_a_malformed_contract_without_a_traceback(tmp_path):
     config = example_config(tmp_path, bad_stakes)
     res = subprocess.run([sys.executable, "-m", "vpp", "ledger", "report", "-c", str(config), "--month", "2026-11"], check=False, capture_output=True, text=True, timeout=60, cwd=ROOT)
-    one_line_error(res.returncode, res.stderr, "contracts[2].stakes_pct")
+    one_line_error(res.returncode, res.stderr, "contracts[foshan-coinvest].stakes_pct")
 
 
 def test_without_db_the_report_reads_the_daemons_database(tmp_path, monkeypatch, capsys):

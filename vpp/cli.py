@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from vpp.cli_config import app as config_app
 from vpp.cli_devices import app as devices_app
 from vpp.cli_economics import app as economics_app
 from vpp.cli_ledger import app as ledger_app
@@ -29,6 +30,7 @@ app.command("run")(run_cmd)
 app.add_typer(devices_app, name="devices")
 app.add_typer(economics_app, name="economics")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(config_app, name="config")
 
 
 def main() -> None:

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from vpp.cli_output import console
 from vpp.errors import InputError
 
 app = typer.Typer(no_args_is_help=True, help="Device adapters: scan a SunSpec device, simulate a fleet's devices.")
@@ -38,9 +38,9 @@ def scan(
             link.close()
 
     report = asyncio.run(run())
-    console = Console()
+    out = console()
     common = " ".join(f"{k}={v}" for k, v in report.common.items() if v)
-    console.print(f"SunSpec device at {report.host}:{report.port} slave {report.slave_id}, base {report.base}: {common}")
+    out.print(f"SunSpec device at {report.host}:{report.port} slave {report.slave_id}, base {report.base}: {common}")
     models = Table("model", "name", "address", "length")
     for model_id, (address, length) in report.models.items():
         try:
@@ -48,13 +48,13 @@ def scan(
         except KeyError:
             name = "(not defined in pysunspec2)"
         models.add_row(str(model_id), name, str(address), str(length))
-    console.print(models)
+    out.print(models)
     if report.telemetry is not None:
         t = report.telemetry
         soc = f"{t.soc:.1%}" if t.soc is not None else "missing"
-        console.print(f"SoC {soc}  power {_kw(t.power_kw)}  allowed charge {_kw(t.max_charge_kw)}  discharge {_kw(t.max_discharge_kw)}  state {t.state.value}  faults {', '.join(t.faults) or 'none'}")
+        out.print(f"SoC {soc}  power {_kw(t.power_kw)}  allowed charge {_kw(t.max_charge_kw)}  discharge {_kw(t.max_discharge_kw)}  state {t.state.value}  faults {', '.join(t.faults) or 'none'}")
     for name, value in report.ratings.items():
-        console.print(f"{name} = {value:g}" if value is not None else f"{name} not implemented")
+        out.print(f"{name} = {value:g}" if value is not None else f"{name} not implemented")
 
 
 @app.command()

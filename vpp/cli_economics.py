@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from vpp.economics.market import ScaleBy
+from vpp.cli_output import console
 from vpp.errors import InputError
 
 if TYPE_CHECKING:
@@ -61,17 +61,17 @@ def _percent(rate: float | None) -> str:
 
 
 def _print_report(result: TransferResult) -> None:
-    console = Console()
+    out = console()
     market, cur = result.market, result.currency
     residual = "returned in the final year" if result.residual_in_final_year else "not returned"
-    console.print(f"[bold]{result.name}[/bold] — amounts in {cur} per year unless noted")
-    console.print(f"investment C_inv: {_money(result.investment)} {cur}")
-    console.print(f"annualized capacity cost C_annual: {_money(result.annual_capacity_cost)}")
-    console.print(
+    out.print(f"[bold]{result.name}[/bold] — amounts in {cur} per year unless noted")
+    out.print(f"investment C_inv: {_money(result.investment)} {cur}")
+    out.print(f"annualized capacity cost C_annual: {_money(result.annual_capacity_cost)}")
+    out.print(
         f"market net revenue C_market: {_money(market.net_annual)} = {market.source} {_money(market.streams_annual)}"
         f" + regulation {_money(market.regulation_annual)} − O&M {_money(market.om_annual)}"
     )
-    console.print(
+    out.print(
         f"station income for IRR {_percent(result.target_irr)}: {_money(result.required_income)}"
         f" (residual value {residual})"
     )
@@ -82,7 +82,7 @@ def _print_report(result: TransferResult) -> None:
     for ceiling in result.ceilings:
         terms = (f"{'−' if amount < 0 else '+'} {_money(abs(amount))} {label}" for label, amount in ceiling.components)
         table.add_row(f"{ceiling.group}: {ceiling.name}", _money(ceiling.ceiling), " ".join(terms).removeprefix("+ "))
-    console.print(table)
+    out.print(table)
 
     table = Table(title="λ grid")
     for header in ("λ", "", "station income", "IRR", "renewables pay", "grid pays", "feasible"):
@@ -97,15 +97,15 @@ def _print_report(result: TransferResult) -> None:
             _money(point.grid_payment),
             "yes" if point.feasible else "no",
         )
-    console.print(table)
+    out.print(table)
 
     at_zero = next(p for p in result.points if "λ = 0" in p.labels)
-    console.print(f"IRR at λ = 0: {_percent(at_zero.irr)}")
+    out.print(f"IRR at λ = 0: {_percent(at_zero.irr)}")
     if result.interval is None:
-        console.print(f"[bold red]no feasible λ[/bold red]: {result.infeasible_reason}")
+        out.print(f"[bold red]no feasible λ[/bold red]: {result.infeasible_reason}")
     else:
         low, high = result.interval.lower, result.interval.upper
-        console.print(
+        out.print(
             f"[bold green]feasible λ interval[/bold green]: {low.transfer_factor:.4f} ≤ λ ≤ {high.transfer_factor:.4f}"
             f" (lower end set by {low.reason}; upper end by {high.reason})"
         )
@@ -119,6 +119,6 @@ def _print_report(result: TransferResult) -> None:
             table.add_column(f"{spread:g}", justify="right")
         for cycles, row in zip(sensitivity.cycles_per_year, sensitivity.transfer_factor_needed):
             table.add_row(f"{cycles:g}", *("n/a" if value is None else f"{value:.3f}" for value in row))
-        console.print(table)
+        out.print(table)
     for note in result.notes:
-        console.print(f"note: {note}")
+        out.print(f"note: {note}")

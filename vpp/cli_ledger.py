@@ -88,7 +88,7 @@ def _print(frame: pd.DataFrame, currency: str, title: str, as_csv: bool) -> None
     if as_csv:
         typer.echo(shown.to_csv(index=False), nl=False)
         return
-    from rich.console import Console
+    from vpp.cli_output import console
     from rich.table import Table
 
     table = Table(title=title)
@@ -98,4 +98,4 @@ def _print(frame: pd.DataFrame, currency: str, title: str, as_csv: bool) -> None
     for row in shown[columns].itertuples(index=False):
         table.add_row(*(str(v) for v in row))
     table.add_row("[bold]total[/bold]", *([""] * (len(columns) - 2)), f"[bold]{format_minor(int(frame['amount_minor'].sum()), currency)}[/bold]")
-    Console().print(table)
+    console().print(table)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from vpp.config import VppConfig, load_config, parse_duration, parse_time
+from vpp.cli_output import TOP_ROWS, console, progress
 from vpp.errors import InputError
 from vpp.schedule import Schedule
+from vpp.schedule_export import plot_schedule, schedule_table
 
 
 def validate(
@@ -30,7 +32,8 @@ def optimize_cmd(
     config: Path = typer.Option(..., "--config", "-c", help="the config YAML"),
     start: str | None = typer.Option(None, help="first interval start (config timezone unless an offset is given); default: the config's start"),
     horizon: str | None = typer.Option(None, help="e.g. 24h, 2d, 90min; default: the config's horizon_h"),
-    out: Path | None = typer.Option(None, help="write the unit × interval schedule as CSV here"),
+    out: Path | None = typer.Option(None, help="write the schedule as CSV here: units, site and fleet totals, prices, UTC and local time"),
+    plot: Path | None = typer.Option(None, help="write a PNG of prices, power by site, SoC, bids and DR commitments here"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of tables"),
     time_limit_s: float | None = typer.Option(None, "--time-limit", help="solver time limit in seconds"),
     exclusivity: str | None = typer.Option(None, help="lazy | binary | hull | relaxed"),
@@ -42,7 +45,6 @@ def optimize_cmd(
     """Co-optimize the fleet over the horizon and print the expected revenue, bids and solver figures."""
     from dataclasses import replace
 
-    from optimizers.api import optimize_config
     from optimizers.lp import log_solver_to
 
     log_solver_to(solver_log)
@@ -69,21 +71,52 @@ def optimize_cmd(
         options = replace(options, workers=workers, scheduler=None)
     if scheduler is not None:
         options = replace(options, scheduler=scheduler, workers=1)
-    _, schedule = optimize_config(cfg, begin, span, options=options)
+    problem, schedule = _solve_with_progress(cfg, begin, span, options)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        schedule.to_frame().to_csv(out, index=False)
+        schedule_table(schedule, problem, cfg.timezone).to_csv(out, index=False)
+    if plot is not None:
+        plot_schedule(schedule, problem, cfg.timezone, plot, f"{cfg.name}: {len(schedule.unit_ids)} units", cfg.currency)
     if as_json:
         print(json.dumps(schedule.summary(cfg.currency), default=str))
         return
-    _print_tables(schedule, cfg, out)
+    _print_tables(schedule, cfg, out, plot)
 
 
-def _print_tables(s: Schedule, cfg: VppConfig, out: Path | None) -> None:
-    con = Console()
+def _solve_with_progress(cfg: VppConfig, begin, span, options):
+    """The solve in a worker thread while the main thread shows its progress against the time limit
+    (the one bound on how long it can take). HiGHS releases the GIL, so the bar costs the solve nothing."""
+    import threading
+
+    from optimizers.api import optimize_config
+
+    result: list = []
+    failure: list[BaseException] = []
+
+    def solve() -> None:
+        try:
+            result.append(optimize_config(cfg, begin, span, options=options))
+        except BaseException as exc:  # re-raised in the main thread, where the CLI reports it
+            failure.append(exc)
+
+    worker = threading.Thread(target=solve, name="optimize", daemon=True)  # daemon: Ctrl-C exits at once
+    started = time.monotonic()
+    worker.start()
+    with progress(f"optimizing {len(cfg.units):,} units (time limit {options.time_limit_s:g} s)") as advance:
+        while worker.is_alive():
+            worker.join(0.25)
+            advance(min(time.monotonic() - started, options.time_limit_s), options.time_limit_s)
+        advance(options.time_limit_s, options.time_limit_s)
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+def _print_tables(s: Schedule, cfg: VppConfig, out: Path | None, plot: Path | None) -> None:
+    con = console()
     cur = cfg.currency
     local = s.index.tz_convert(cfg.timezone)
-    con.print(f"[bold]{cfg.name}[/bold]: {len(s.unit_ids)} units, {len(s.index)} intervals from {local[0]} ({cfg.timezone})")
+    con.print(f"[bold]{cfg.name}[/bold]: {len(s.unit_ids):,} units, {len(s.index)} intervals from {local[0]} ({cfg.timezone})")
     t = Table(title=f"Expected revenue by stream ({cur})")
     t.add_column("stream")
     t.add_column(cur, justify="right")
@@ -91,25 +124,35 @@ def _print_tables(s: Schedule, cfg: VppConfig, out: Path | None) -> None:
         t.add_row(k, f"{v:,.2f}")
     t.add_row("[bold]total[/bold]", f"[bold]{s.total_revenue:,.2f}[/bold]")
     con.print(t)
-    u = Table(title=f"Per unit ({cur})")
+    totals = sum(s.unit_revenue.values()) if s.unit_revenue else np.zeros(len(s.unit_ids))
+    order = np.argsort(-np.abs(totals), kind="stable")
+    shown = order[:TOP_ROWS] if len(order) > TOP_ROWS + 5 else order
+    more = len(order) - len(shown)
+    u = Table(title=f"Per unit ({cur})" + (f": the {len(shown)} with the largest revenue" if more else ""))
     u.add_column("unit")
     for k in s.unit_revenue:
         u.add_column(k, justify="right")
     u.add_column("discharged kWh", justify="right")
-    for i, uid in enumerate(s.unit_ids):
-        u.add_row(uid, *(f"{v[i]:,.0f}" for v in s.unit_revenue.values()), f"{s.discharge_kw[i].sum() * (s.index[1] - s.index[0]).total_seconds() / 3600 if len(s.index) > 1 else 0:,.0f}")
+    dt_h = (s.index[1] - s.index[0]).total_seconds() / 3600 if len(s.index) > 1 else 0.0
+    for i in shown:
+        u.add_row(s.unit_ids[i], *(f"{v[i]:,.0f}" for v in s.unit_revenue.values()), f"{s.discharge_kw[i].sum() * dt_h:,.0f}")
     con.print(u)
+    if more:
+        con.print(f"… and {more:,} more units" + (f" (all of them in {out})" if out is not None else " (--out FILE.csv writes all of them)"))
     for pid, kw in s.bids_kw.items():
         hours = int((kw > 0).sum())
         con.print(f"bids {pid}: {hours}/{len(kw)} intervals, max {kw.max():,.0f} kW, mean when bid {kw[kw > 0].mean() if hours else 0:,.0f} kW")
     for eid, kw in s.dr_commitment_kw.items():
         con.print(f"DR {eid}: committed {kw:,.0f} kW")
     st = s.stats
+    bound = f", bound {st.bound:,.2f}" if np.isfinite(st.bound) else ""
     con.print(
-        f"solver: {st.status}, gap {st.mip_gap:.3%}, build {st.build_time_s:.3f} s, solve {st.solve_time_s:.3f} s, "
+        f"solver: {st.status}, gap {st.mip_gap:.3%}{bound}, build {st.build_time_s:.3f} s, solve {st.solve_time_s:.3f} s, "
         f"{st.n_variables:,} variables, {st.n_constraints:,} constraints, {st.n_integer} integer, exclusivity binaries {st.exclusivity_binaries}"
     )
     for v in s.violations:
         con.print(f"[red]violated[/red] {v}")
     if out is not None:
         con.print(f"schedule written to {out}")
+    if plot is not None:
+        con.print(f"plot written to {plot}")

@@ -16,16 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
+from vpp.cli_output import console, progress
 from vpp.errors import InputError
 
 
@@ -123,10 +116,9 @@ def _run(cfg, begin, finish, runs, workers, scheduler, quiet: bool):
             futures = [client.submit(run_backtest, cfg, begin, finish, s, pure=False) for s in runs]
             return client.gather(futures)
     out = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TimeRemainingColumn(), disable=quiet, transient=False) as bar:
-        for s in runs:
-            task = bar.add_task(f"backtest ({s.forecast.method})", total=1.0)
-            out.append(run_backtest(cfg, begin, finish, s, progress=lambda done, total, task=task: bar.update(task, completed=done / total)))
+    for s in runs:
+        with progress(f"backtest ({s.forecast.method})", quiet=quiet) as advance:
+            out.append(run_backtest(cfg, begin, finish, s, progress=advance))
     return out
 
 
@@ -152,20 +144,21 @@ def _sweep(path: Path, workers: int | None, scheduler: str | None, out: Path | N
     from simulators.sweep import load_sweep, run_sweep
 
     _, scenarios = load_sweep(path)
-    if workers is not None or scheduler is not None:
-        from vpp.compute import dask_client
+    with progress(f"sweep of {len(scenarios)} scenarios") as advance:
+        if workers is not None or scheduler is not None:
+            from vpp.compute import dask_client
 
-        with dask_client(workers, scheduler) as client:
-            table = run_sweep(scenarios, client)
-    else:
-        table = run_sweep(scenarios)
+            with dask_client(workers, scheduler) as client:
+                table = run_sweep(scenarios, client, progress=advance)
+        else:
+            table = run_sweep(scenarios, progress=advance)
     folder = out or Path(f"sweep-{path.stem}")
     folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / "comparison.csv", index=False)
     if as_json:
-        print(table.to_json(orient="records"))
+        print(json.dumps({"sweep": str(path), "comparison_csv": str(folder / "comparison.csv"), "scenarios": json.loads(table.to_json(orient="records"))}))
         return
-    con = Console(width=max(Console().width, 120))
+    con = console()
     t = Table(title=f"sweep {path.name}: {len(table)} scenarios ({table['forecast'].iloc[0] if table['forecast'].nunique() == 1 else 'forecasts vary'})")
     params = [c for c in ("forecast", "power_scale", "duration_h", "products", "data_files") if table[c].astype(str).nunique(dropna=False) > 1]
     shown = ["scenario", *params, "net_revenue", "perfect_foresight", "capture_ratio", "fleet_efc"]
@@ -190,7 +183,7 @@ def _fmt(v, column: str) -> str:
 
 
 def _print_summary(s: dict, folder: Path, written: list[Path]) -> None:
-    con = Console()
+    con = console()
     cur = s["currency"]
     con.print(f"[bold]{s['name']}[/bold]: {s['from']} .. {s['to']}, forecast {s['forecast']}, re-optimized every {s['reoptimize_every']}")
     t = Table(title=f"Settled revenue by stream ({cur})")

@@ -43,18 +43,18 @@ class _Strict(BaseModel):
 
 
 class ColumnModel(_Strict):
-    column: str
-    unit: Literal["per_mwh", "per_kwh", "per_mw_h", "per_kw_h", "kw", "mw", "kw_per_kw"]
-    scale: float = Field(1.0, gt=0)
+    column: str = Field(description="the column's header in the CSV file, exactly as written")
+    unit: Literal["per_mwh", "per_kwh", "per_mw_h", "per_kw_h", "kw", "mw", "kw_per_kw"] = Field(description="what the column holds and in which unit: per_mwh / per_kwh (energy prices), per_mw_h / per_kw_h (capacity prices per MW or kW per hour), kw / mw (power), kw_per_kw (a profile normalized to 1 kW of rating)")
+    scale: float = Field(1.0, gt=0, description="factor applied after the unit conversion (e.g. 0.5 for half of a published load)")
 
 
 class SourceModel(_Strict):
-    file: str
-    time_column: str
+    file: str = Field(description="path of the CSV file, relative to this config")
+    time_column: str = Field(description="the column holding each interval's start time")
     timezone: str | None = Field(None, description="zone of the file's naive timestamps (default: the config's timezone); timestamps with an offset keep it")
     delimiter: str = Field(",", min_length=1, max_length=1, description="the character between fields; ';' in many European exports")
     decimal: Literal[".", ","] = Field(".", description="the decimal mark of the numbers; ',' needs another delimiter")
-    columns: dict[str, ColumnModel]
+    columns: dict[str, ColumnModel] = Field(description="series name → column: the series is referenced elsewhere as '<source>.<name>'")
 
     @model_validator(mode="after")
     def _marks(self) -> SourceModel:
@@ -64,37 +64,37 @@ class SourceModel(_Strict):
 
 
 class ScaledRef(_Strict):
-    series: str
-    scale: float = Field(1.0, gt=0)
+    series: str = Field(description="a loaded series, '<source>.<name>'")
+    scale: float = Field(1.0, gt=0, description="factor applied to the series (e.g. a site's load as 0.8 × a reference building)")
 
 
 SeriesRef = float | str | ScaledRef
 
 
 class DerateModel(_Strict):
-    start: datetime
-    end: datetime
-    factor: float = Field(ge=0, le=1)
-    reason: str = ""
+    start: datetime = Field(description="start of the derate (config timezone unless it carries an offset)")
+    end: datetime = Field(description="end of the derate, exclusive")
+    factor: float = Field(ge=0, le=1, description="fraction of the unit's power limits available (0: out of service)")
+    reason: str = Field("", description="why, for the plan's records")
 
 
 class UnitModel(_Strict):
-    id: str = Field(min_length=1)
+    id: str = Field(min_length=1, description="the unit's id, unique in the fleet (with count: the ids are <id>-1 .. <id>-N)")
     count: int = Field(1, ge=1, description="replicate into id-1..id-N identical units")
-    power_kw: float | None = Field(None, gt=0, description="shorthand for equal charge and discharge limits")
-    max_charge_kw: float | None = Field(None, gt=0)
-    max_discharge_kw: float | None = Field(None, gt=0)
-    energy_kwh: float = Field(gt=0)
-    soc_min: float = Field(0.0, ge=0, le=1)
-    soc_max: float = Field(1.0, ge=0, le=1)
-    eta_charge: float = Field(0.95, gt=0, le=1)
-    eta_discharge: float = Field(0.95, gt=0, le=1)
-    self_discharge_per_h: float = Field(0.0, ge=0, lt=1)
-    degradation_cost_per_mwh: float = Field(0.0, ge=0)
-    max_cycles_per_day: float | None = Field(None, gt=0)
-    initial_soc: float = Field(0.5, ge=0, le=1)
-    derates: list[DerateModel] = []
-    device: DeviceConfig | None = None
+    power_kw: float | None = Field(None, gt=0, description="shorthand for equal charge and discharge limits, kW at the AC terminals")
+    max_charge_kw: float | None = Field(None, gt=0, description="charging limit, kW at the AC terminals")
+    max_discharge_kw: float | None = Field(None, gt=0, description="discharging limit, kW at the AC terminals")
+    energy_kwh: float = Field(gt=0, description="usable energy capacity, kWh (SoC 0..1 spans it)")
+    soc_min: float = Field(0.0, ge=0, le=1, description="lowest state of charge the plan and the dispatcher may reach, fraction 0..1")
+    soc_max: float = Field(1.0, ge=0, le=1, description="highest state of charge, fraction 0..1 (above soc_min)")
+    eta_charge: float = Field(0.95, gt=0, le=1, description="charging efficiency, AC to stored energy, fraction")
+    eta_discharge: float = Field(0.95, gt=0, le=1, description="discharging efficiency, stored energy to AC, fraction")
+    self_discharge_per_h: float = Field(0.0, ge=0, lt=1, description="fraction of the stored energy lost per hour")
+    degradation_cost_per_mwh: float = Field(0.0, ge=0, description="wear cost per MWh discharged (AC), in the config's currency")
+    max_cycles_per_day: float | None = Field(None, gt=0, description="full equivalent cycles allowed per day of horizon (discharged energy / energy_kwh); none: no limit")
+    initial_soc: float = Field(0.5, ge=0, le=1, description="state of charge at the first interval when no telemetry says otherwise, fraction")
+    derates: list[DerateModel] = Field([], description="periods of reduced power (maintenance, thermal limits)")
+    device: DeviceConfig | None = Field(None, description="how the gateway reaches the unit (protocol sunspec, modbus_map or mqtt); none: planned only")
 
     @model_validator(mode="after")
     def _limits(self) -> UnitModel:
@@ -109,10 +109,10 @@ _HOURS = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
 
 
 class TouPeriodModel(_Strict):
-    name: str
-    price_per_kwh: float
+    name: str = Field(description="the period's name on the bill (e.g. peak, flat, valley)")
+    price_per_kwh: float = Field(description="energy price in this period, currency per kWh imported")
     hours: list[str] = Field(min_length=1, description='local clock ranges like "10:00-12:00"; "00:00-24:00" for all day')
-    months: list[int] = list(range(1, 13))
+    months: list[int] = Field(list(range(1, 13)), description="months (1..12) the period applies in")
 
     @field_validator("hours")
     @classmethod
@@ -136,28 +136,28 @@ def _h(m: re.Match[str], g: int) -> float:
 
 
 class TariffModel(_Strict):
-    periods: list[TouPeriodModel] = Field(min_length=1)
-    demand_charge_per_kw_month: float = Field(0.0, ge=0)
-    feed_in_price_per_kwh: float = 0.0
+    periods: list[TouPeriodModel] = Field(min_length=1, description="time-of-use periods; together they must price every hour of every month")
+    demand_charge_per_kw_month: float = Field(0.0, ge=0, description="charge per kW of the month's highest import, currency per kW-month")
+    feed_in_price_per_kwh: float = Field(0.0, description="what exported energy earns, currency per kWh")
 
 
 class SiteModel(_Strict):
-    id: str = Field(min_length=1)
-    market: Literal["wholesale", "retail"] = "retail"
-    import_limit_kw: float | None = Field(None, gt=0)
-    export_limit_kw: float | None = Field(None, ge=0)
-    export_allowed: bool = True
-    tariff: str | None = None
-    load_kw: SeriesRef | None = None
-    pv_kw: SeriesRef | None = None
-    demand_peak_so_far_kw: float = Field(0.0, ge=0)
-    units: list[UnitModel] = Field(min_length=1)
+    id: str = Field(min_length=1, description="the site's id, unique in the fleet")
+    market: Literal["wholesale", "retail"] = Field("retail", description="wholesale: the site trades at the spot price; retail: behind the meter, billed by its tariff")
+    import_limit_kw: float | None = Field(None, gt=0, description="most the site may draw from the grid at its connection, kW; none: no limit")
+    export_limit_kw: float | None = Field(None, ge=0, description="most the site may feed into the grid, kW; none: no limit")
+    export_allowed: bool = Field(True, description="false: the connection forbids export (anti-backflow); the export limit is then 0 kW")
+    tariff: str | None = Field(None, description="id of the site's retail tariff (required for retail sites)")
+    load_kw: SeriesRef | None = Field(None, description="the site's own consumption, kW: a number, a loaded series '<source>.<name>', or {series, scale}")
+    pv_kw: SeriesRef | None = Field(None, description="the site's PV generation, kW (same forms as load_kw)")
+    demand_peak_so_far_kw: float = Field(0.0, ge=0, description="the month's highest import so far, kW: only a peak above it costs demand charge")
+    units: list[UnitModel] = Field(min_length=1, description="the batteries at this site")
 
 
 class GateClosureModel(_Strict):
-    day_ahead_at: time | None = None
-    days_before: int = Field(1, ge=0)
-    lead_min: float | None = Field(None, ge=0)
+    day_ahead_at: time | None = Field(None, description="local time of the day-ahead gate closure (e.g. 10:00)")
+    days_before: int = Field(1, ge=0, description="days before the delivery day the day-ahead gate closes")
+    lead_min: float | None = Field(None, ge=0, description="or: minutes before each delivery interval the gate closes (intraday products)")
 
     @model_validator(mode="after")
     def _one(self) -> GateClosureModel:
@@ -167,33 +167,33 @@ class GateClosureModel(_Strict):
 
 
 class ProductModel(_Strict):
-    id: str = Field(min_length=1)
-    kind: Literal["regulation_up", "regulation_down", "spinning_reserve"]
+    id: str = Field(min_length=1, description="the product's id, unique in the market")
+    kind: Literal["regulation_up", "regulation_down", "spinning_reserve"] = Field(description="regulation_up, regulation_down or spinning_reserve")
     price: SeriesRef = Field(description="capacity price per MW per hour")
-    min_bid_kw: float = Field(0.0, ge=0)
-    increment_kw: float = Field(0.0, ge=0)
-    sustain_h: float = Field(1.0, gt=0)
-    deployment_fraction: float = Field(0.0, ge=0, le=1)
-    mileage_price: SeriesRef | None = None
-    mileage_per_mw_h: float = Field(0.0, ge=0)
-    performance_score: float = Field(1.0, gt=0, le=1)
-    gate_closure: GateClosureModel | None = None
-    sites: list[str] | None = None
+    min_bid_kw: float = Field(0.0, ge=0, description="smallest bid the market accepts, kW (0 or at least this)")
+    increment_kw: float = Field(0.0, ge=0, description="bids above the minimum come in whole multiples of this, kW (0: any size)")
+    sustain_h: float = Field(1.0, gt=0, description="hours a unit must be able to sustain what it offers (energy reserved for it)")
+    deployment_fraction: float = Field(0.0, ge=0, le=1, description="expected share of the offered capacity actually deployed, fraction (moves energy and pays the energy price)")
+    mileage_price: SeriesRef | None = Field(None, description="price per MW of mileage (a number or a loaded capacity-price series)")
+    mileage_per_mw_h: float = Field(0.0, ge=0, description="expected mileage per MW offered per hour")
+    performance_score: float = Field(1.0, gt=0, le=1, description="the operator's performance score that scales capacity and mileage payments, fraction")
+    gate_closure: GateClosureModel | None = Field(None, description="when bids for each interval are fixed; none: they can change until delivery")
+    sites: list[str] | None = Field(None, description="ids of the sites allowed to provide the product; none: every site")
 
 
 class DrEventModel(_Strict):
-    id: str = Field(min_length=1)
-    start: datetime
-    end: datetime
-    sites: list[str] | Literal["all"] = "all"
-    capacity_price_per_kw: float = Field(ge=0)
-    energy_price_per_mwh: float = 0.0
-    min_kw: float = Field(0.0, ge=0)
-    increment_kw: float = Field(0.0, ge=0)
-    baseline: Literal["no_battery", "fixed"] = "no_battery"
-    baseline_kw: float | None = None
-    shortfall_penalty_per_mwh: float = Field(0.0, ge=0)
-    mandatory: bool = False
+    id: str = Field(min_length=1, description="the event's id")
+    start: datetime = Field(description="start of the event window (config timezone unless it carries an offset)")
+    end: datetime = Field(description="end of the event window, exclusive")
+    sites: list[str] | Literal["all"] = Field("all", description="ids of the sites taking part, or all")
+    capacity_price_per_kw: float = Field(ge=0, description="payment per kW committed for the event, in the config's currency")
+    energy_price_per_mwh: float = Field(0.0, description="payment per MWh delivered during the event")
+    min_kw: float = Field(0.0, ge=0, description="smallest commitment the programme accepts, kW (0 or at least this)")
+    increment_kw: float = Field(0.0, ge=0, description="commitments above the minimum in whole multiples of this, kW (0: any size)")
+    baseline: Literal["no_battery", "fixed"] = Field("no_battery", description="what delivery is measured against: no_battery (the sites' net load without the batteries) or fixed (baseline_kw)")
+    baseline_kw: float | None = Field(None, description="the fixed baseline, kW of net export (baseline: fixed)")
+    shortfall_penalty_per_mwh: float = Field(0.0, ge=0, description="penalty per MWh of committed reduction not delivered")
+    mandatory: bool = Field(False, description="true: the fleet must commit (at least min_kw); false: committing is a choice")
 
     @model_validator(mode="after")
     def _window(self) -> DrEventModel:
@@ -206,28 +206,28 @@ class DrEventModel(_Strict):
 
 class MarketModel(_Strict):
     energy_price: SeriesRef | None = Field(None, description="spot price per MWh for wholesale sites")
-    products: list[ProductModel] = []
-    demand_response: list[DrEventModel] = []
+    products: list[ProductModel] = Field([], description="ancillary-service products the fleet may bid into")
+    demand_response: list[DrEventModel] = Field([], description="demand-response events the fleet may commit to")
 
 
 class SolverModel(_Strict):
-    time_limit_s: float = Field(60.0, gt=0)
-    mip_gap: float = Field(1e-3, ge=0, lt=1)
-    exclusivity: Literal["lazy", "binary", "hull", "relaxed"] = "lazy"
-    infeasibility_penalty_per_kwh: float = Field(1.0e4, gt=0)
-    threads: int = Field(1, ge=1)
-    decomposition: Literal["auto", "on", "off"] = "auto"
+    time_limit_s: float = Field(60.0, gt=0, description="wall seconds per solve; when it ends the best schedule found so far is returned with its gap")
+    mip_gap: float = Field(1e-3, ge=0, lt=1, description="relative gap to the bound at which a solve stops, fraction (0.001 = 0.1 %)")
+    exclusivity: Literal["lazy", "binary", "hull", "relaxed"] = Field("lazy", description="how charging and discharging at once is prevented: lazy (binaries only where needed; exact), binary, hull (time-sharing), relaxed")
+    infeasibility_penalty_per_kwh: float = Field(1.0e4, gt=0, description="cost per kWh of violating a limit in the elastic re-solve that names what is infeasible")
+    threads: int = Field(1, ge=1, description="HiGHS threads for one model")
+    decomposition: Literal["auto", "on", "off"] = Field("auto", description="auto: solve large fleets as pieces coordinated by a master; on / off: always / never")
     piece_units: int | None = Field(None, ge=1, description="units per decomposition piece; default 4 from 1,000 units, 8 below")
-    bound_rounds: int = Field(1, ge=1)
-    piece_threads: int = Field(2, ge=1)
-    workers: int = Field(1, ge=1)
+    bound_rounds: int = Field(1, ge=1, description="pricing rounds for the decomposition's bound when DR events couple the pieces")
+    piece_threads: int = Field(2, ge=1, description="threads solving pieces in this process (HiGHS releases the GIL)")
+    workers: int = Field(1, ge=1, description="processes solving pieces (a local Dask cluster when more than 1)")
     scheduler: str | None = Field(None, description="Dask scheduler address, e.g. tcp://host:8786")
 
 
 class TerminalModel(_Strict):
-    mode: Literal["initial", "soc", "value"] = "initial"
-    soc: float | None = Field(None, ge=0, le=1)
-    price_per_mwh: float | None = None
+    mode: Literal["initial", "soc", "value"] = Field("initial", description="how the end of the horizon is valued: initial (end at least at the starting SoC), soc (at least soc), value (stored energy worth price_per_mwh)")
+    soc: float | None = Field(None, ge=0, le=1, description="the end-of-horizon SoC floor for mode soc, fraction")
+    price_per_mwh: float | None = Field(None, description="value of energy left at the end for mode value, currency per MWh")
 
     @model_validator(mode="after")
     def _needs(self) -> TerminalModel:
@@ -239,18 +239,18 @@ class TerminalModel(_Strict):
 
 
 class ConfigModel(_Strict):
-    name: str
-    currency: str = Field(min_length=3, max_length=3)
+    name: str = Field(description="the plant's name, in reports and output folder names")
+    currency: str = Field(min_length=3, max_length=3, description="ISO 4217 code of every price and amount in this file (CNY, USD, EUR)")
     timezone: str = Field("UTC", description="zone for naive times in this file and for tariffs")
-    interval_min: Literal[5, 15, 30, 60] = 60
-    horizon_h: float = Field(24.0, gt=0)
-    start: datetime | None = None
-    data: dict[str, SourceModel] = {}
-    tariffs: dict[str, TariffModel] = {}
-    sites: list[SiteModel] = Field(min_length=1)
-    market: MarketModel = MarketModel()
-    solver: SolverModel = SolverModel()
-    terminal: TerminalModel = TerminalModel()
+    interval_min: Literal[5, 15, 30, 60] = Field(60, description="length of one market / optimization interval, minutes")
+    horizon_h: float = Field(24.0, gt=0, description="optimization horizon, hours (a whole number of intervals)")
+    start: datetime | None = Field(None, description="default first interval start for vpp optimize (config timezone unless it carries an offset)")
+    data: dict[str, SourceModel] = Field({}, description="CSV sources: each names a file, its time column and the columns it provides, with their units")
+    tariffs: dict[str, TariffModel] = Field({}, description="retail tariffs by id, referenced by sites")
+    sites: list[SiteModel] = Field(min_length=1, description="the sites of the plant and the batteries at each")
+    market: MarketModel = Field(MarketModel(), description="the wholesale price, ancillary products and DR events")
+    solver: SolverModel = Field(SolverModel(), description="optimizer settings")
+    terminal: TerminalModel = Field(TerminalModel(), description="how energy left at the end of the horizon is valued")
     overrides: str | None = Field(None, description="path of the overrides YAML, relative to this file")
     mqtt: MqttBrokerConfig | None = Field(None, description="the broker MQTT units talk through")
     contracts: list[ContractModel] = Field([], description="customer contracts: how settled revenue is split (vpp.ledger)")
@@ -258,15 +258,15 @@ class ConfigModel(_Strict):
 
 
 class OverrideModel(_Strict):
-    kind: Literal["force_power", "unit_out", "soc_floor", "soc_ceiling", "block_product", "fleet_export_cap", "fleet_import_cap"]
-    start: datetime
-    end: datetime
-    author: str = Field(min_length=1)
-    reason: str = Field(min_length=1)
-    unit: str | None = None
-    site: str | None = None
-    product: str | None = None
-    value: float | None = None
+    kind: Literal["force_power", "unit_out", "soc_floor", "soc_ceiling", "block_product", "fleet_export_cap", "fleet_import_cap"] = Field(description="force_power (unit or site, value kW, + discharge), unit_out, soc_floor / soc_ceiling (unit, value 0..1), block_product (product), fleet_export_cap / fleet_import_cap (value kW)")
+    start: datetime = Field(description="when the override takes effect (config timezone unless it carries an offset)")
+    end: datetime = Field(description="when it ends, exclusive")
+    author: str = Field(min_length=1, description="who set it, for the audit log")
+    reason: str = Field(min_length=1, description="why, for the audit log")
+    unit: str | None = Field(None, description="the unit it applies to")
+    site: str | None = Field(None, description="the site it applies to (force_power on a whole site)")
+    product: str | None = Field(None, description="the product it blocks (block_product)")
+    value: float | None = Field(None, description="kW for force_power and fleet caps; SoC fraction for soc_floor / soc_ceiling")
 
     @model_validator(mode="after")
     def _shape(self) -> OverrideModel:
@@ -289,7 +289,7 @@ class OverrideModel(_Strict):
 
 
 class OverridesFileModel(_Strict):
-    overrides: list[OverrideModel] = []
+    overrides: list[OverrideModel] = Field([], description="operator overrides; an invalid file is rejected whole and the previous overrides stay in force")
 
 
 # ---------------------------------------------------------------- domain result
@@ -375,8 +375,11 @@ def to_utc(value: datetime | pd.Timestamp | str, timezone: str) -> pd.Timestamp:
 
 def load_config(path: str | Path) -> VppConfig:
     """Parse, check and load a config and every file it references. Raises ``InputErrors`` listing all problems."""
+    from vpp.validate import expect_kind
+
     path = Path(path)
     raw = read_yaml(path)
+    expect_kind(raw, "config", str(path))
     try:
         model = ConfigModel.model_validate(raw)
     except ValidationError as exc:
@@ -489,10 +492,10 @@ def _build(m: ConfigModel, path: Path, errors: list[InputError]) -> VppConfig | 
     sites: list[Site] = []
     units: list[BatteryUnit] = []
     seen_units: set[str] = set()
-    for s in m.sites:
+    for i, s in enumerate(m.sites):
         loc = f"sites[{s.id}]"
-        if s.id in {x.id for x in sites}:
-            errors.append(InputError(where, f"{loc}.id", s.id, "a unique site id"))
+        if s.id in {x.id for x in sites}:  # by position: the id names two sites
+            errors.append(InputError(where, f"sites[{i}].id", s.id, "a unique site id"))
         tariff = None
         if s.tariff is not None:
             tariff = tariffs.get(s.tariff)
@@ -545,10 +548,10 @@ def _build(m: ConfigModel, path: Path, errors: list[InputError]) -> VppConfig | 
         errors.append(InputError(where, "market.energy_price", None, "a spot price series for the wholesale sites"))
 
     products = []
-    for p in m.market.products:
+    for i, p in enumerate(m.market.products):
         loc = f"market.products[{p.id}]"
-        if p.id in {x.id for x in products}:
-            errors.append(InputError(where, f"{loc}.id", p.id, "a unique product id"))
+        if p.id in {x.id for x in products}:  # by position: the id names two products
+            errors.append(InputError(where, f"market.products[{i}].id", p.id, "a unique product id"))
         for sid in p.sites or []:
             if sid not in site_ids:
                 errors.append(InputError(where, f"{loc}.sites", sid, f"one of the sites {sorted(site_ids)}"))

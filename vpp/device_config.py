@@ -17,27 +17,27 @@ class _Strict(BaseModel):
 
 
 class _ModbusDevice(_Strict):
-    host: str
-    port: int = Field(502, ge=1, le=65535)
-    slave_id: int = Field(1, ge=0, le=247)
+    host: str = Field(description="host name or address of the device or its Modbus TCP gateway")
+    port: int = Field(502, ge=1, le=65535, description="Modbus TCP port")
+    slave_id: int = Field(1, ge=0, le=247, description="Modbus unit id behind the gateway")
     timeout_s: float = Field(1.0, gt=0, description="per request; units behind one gateway share the smallest")
     revert_s: float = Field(30.0, gt=0, description="device reverts to 0 W this long after the last setpoint")
     backoff_max_s: float = Field(300.0, gt=0, description="longest wait between retries of an unanswering device")
 
 
 class SunSpecDevice(_ModbusDevice):
-    protocol: Literal["sunspec"]
+    protocol: Literal["sunspec"] = Field(description="sunspec: SunSpec models 1/124/701-704/713/802, discovered at 40000, 0 or 50000")
 
 
 class ModbusMapDevice(_ModbusDevice):
-    protocol: Literal["modbus_map"]
+    protocol: Literal["modbus_map"] = Field(description="modbus_map: registers described by a register-map YAML (config/devices/)")
     register_map: str = Field(description="path of the register-map YAML, relative to the config file")
 
 
 class MqttDevice(_Strict):
-    protocol: Literal["mqtt"]
+    protocol: Literal["mqtt"] = Field(description="mqtt: JSON telemetry and setpoints through the fleet's broker (the mqtt: block)")
     topic_prefix: str = Field("vpp", description="<prefix>/<site>/<unit>/state and .../setpoint")
-    revert_s: float = Field(30.0, gt=0)
+    revert_s: float = Field(30.0, gt=0, description="the device reverts to 0 W this long after the last setpoint, seconds")
     stale_after_s: float = Field(10.0, gt=0, description="telemetry older than this counts as missing")
 
 
@@ -47,7 +47,7 @@ DeviceConfig = Annotated[SunSpecDevice | ModbusMapDevice | MqttDevice, Field(dis
 class MqttTls(_Strict):
     ca_file: str | None = Field(None, description="CA bundle that signed the broker certificate; None = system CAs")
     cert_file: str | None = Field(None, description="client certificate, for brokers that require one")
-    key_file: str | None = None
+    key_file: str | None = Field(None, description="the client certificate's private key")
     insecure: bool = Field(False, description="skip host-name verification (test rigs only)")
 
     @model_validator(mode="after")
@@ -60,16 +60,16 @@ class MqttTls(_Strict):
 class MqttBrokerConfig(_Strict):
     """The fleet-level ``mqtt:`` block: one broker session shared by every MQTT unit."""
 
-    host: str = "localhost"
-    port: int = Field(1883, ge=1, le=65535)
+    host: str = Field("localhost", description="broker host name or address")
+    port: int = Field(1883, ge=1, le=65535, description="broker port (8883 is usual with TLS)")
     client_id: str = Field("vpp-gateway", min_length=1, description="also names the status topic vpp/gateway/<id>/status")
-    username: str | None = None
-    password: str | None = None
+    username: str | None = Field(None, description="user name at the broker")
+    password: str | None = Field(None, description="password at the broker; prefer password_env")
     password_env: str | None = Field(None, description="name of an environment variable holding the password")
-    tls: MqttTls | None = None
-    keepalive_s: int = Field(30, ge=5)
-    reconnect_min_s: float = Field(0.5, gt=0)
-    reconnect_max_s: float = Field(30.0, gt=0)
+    tls: MqttTls | None = Field(None, description="TLS settings; none: plain TCP")
+    keepalive_s: int = Field(30, ge=5, description="MQTT keepalive, seconds")
+    reconnect_min_s: float = Field(0.5, gt=0, description="first wait before reconnecting after the broker is lost, seconds (doubles up to reconnect_max_s)")
+    reconnect_max_s: float = Field(30.0, gt=0, description="longest wait between reconnect attempts, seconds")
 
     @model_validator(mode="after")
     def _credentials(self) -> MqttBrokerConfig:

@@ -118,7 +118,7 @@ def file_forecasts(config_path: Path) -> dict[str, LoadedSeries]:
         wanted = {k: Column(c.column, c.unit, c.scale) for k, c in src.columns.items() if k.endswith(FORECAST_SUFFIX)}
         if not wanted:
             continue
-        loaded = read_csv_series(config_path.parent / src.file, src.time_column, src.timezone, wanted, src_name)
+        loaded = read_csv_series(config_path.parent / src.file, src.time_column, src.timezone or model.timezone, wanted, src_name, src.delimiter, src.decimal)
         for key, series in loaded.items():
             out[f"{src_name}.{key.removesuffix(FORECAST_SUFFIX)}"] = series
     return out

@@ -36,6 +36,13 @@ def kind_of(raw: Any) -> str | None:
     return None
 
 
+def expect_kind(raw: Any, kind: str, where: str) -> None:
+    """Refuse, in one line, a file of another recognised kind (a config given where a case is read)."""
+    found = kind_of(raw)
+    if found is not None and found != kind:
+        raise InputError(where, "(top level)", f"the keys of a {found} file", f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} file (vpp validate tells which kind a file is)")
+
+
 def validate_file(path: Path, config: Path | None = None) -> str:
     """Check ``path`` as the kind its shape says; the one-line summary, or ``InputError(s)``.
 

@@ -23,8 +23,8 @@ class _Strict(BaseModel):
 
 
 class ApiModel(_Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    host: str = Field("127.0.0.1", description="address the HTTP API listens on (127.0.0.1: this machine only)")
+    port: int = Field(8080, ge=0, le=65535, description="port of the HTTP API (0: any free port)")
     token: str | None = Field(None, min_length=16, description="bearer token for /overrides; prefer token_file or token_env")
     token_file: str | None = Field(None, description="file holding the token (relative to the config)")
     token_env: str | None = Field(None, description="environment variable holding the token")
@@ -70,15 +70,15 @@ class DaemonModel(_Strict):
     poll_s: float = Field(1.0, gt=0, description="telemetry poll period of the Modbus adapters")
     stale_after_s: float = Field(10.0, gt=0, description="telemetry older than this takes a unit out of dispatch")
     setpoint_valid_s: float = Field(10.0, gt=0, description="device-side revert timeout written with every setpoint")
-    soc_feedback_gain: float = Field(0.5, ge=0, le=1)
+    soc_feedback_gain: float = Field(0.5, ge=0, le=1, description="fraction of the gap between measured and planned SoC the dispatcher corrects each interval")
     reoptimize_every_min: float | None = Field(None, gt=0, description="default: the market interval")
     gate_lead_min: float = Field(10.0, ge=0, description="re-optimize this long before each day-ahead gate closure")
     solve_time_limit_s: float = Field(60.0, gt=0, description="a solve taking longer is abandoned; the last schedule stays")
     horizon_h: float | None = Field(None, gt=0, description="default: the config's horizon_h")
     database: str | None = Field(None, description="SQLAlchemy URL or SQLite path (default: <config>.db beside the config)")
     telemetry_downsample_s: float = Field(60.0, gt=0, description="market seconds per stored telemetry bucket")
-    api: ApiModel = ApiModel()
-    clock: ClockModel = ClockModel()
+    api: ApiModel = Field(ApiModel(), description="the HTTP API: status, schedule, overrides, metrics")
+    clock: ClockModel = Field(ClockModel(), description="the market clock (faster than the wall clock for demos and tests)")
 
     @field_validator("setpoint_valid_s")
     @classmethod

@@ -250,7 +250,11 @@ def parse_case(data: Any, where: str = "<case>") -> EconomicsCase:
 
 def load_case(path: str | Path) -> EconomicsCase:
     """Read and validate a case YAML file."""
-    return parse_case(_read(Path(path), yaml.safe_load, yaml.YAMLError), str(path))
+    from vpp.validate import expect_kind
+
+    data = _read(Path(path), yaml.safe_load, yaml.YAMLError)
+    expect_kind(data, "economics case", str(path))
+    return parse_case(data, str(path))
 
 
 def read_simulation_summary(directory: str | Path, currency: str) -> SimulationSummary:

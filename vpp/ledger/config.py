@@ -33,29 +33,29 @@ Money = Annotated[Decimal, Field(ge=0)]
 class _ContractBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1)
+    id: str = Field(min_length=1, description="the contract's id, unique")
     units: list[str] = Field(min_length=1, description="unit ids as the fleet names them (dg-1-2 for count-replicated units)")
 
 
 class EnergyAsAServiceModel(_ContractBase):
-    model: Literal["energy_as_a_service"]
-    customer: str = Field("customer", min_length=1)
-    service_fee_per_kw_month: Money | None = None
-    service_fee_per_kwh_month: Money | None = None
-    operating_fee_per_kwh: Money = Decimal(0)
-    customer_share_pct: Percent
+    model: Literal["energy_as_a_service"] = Field(description="energy_as_a_service: the platform owns and operates the batteries, the customer pays a service fee and shares the savings")
+    customer: str = Field("customer", min_length=1, description="the customer's name on statements")
+    service_fee_per_kw_month: Money | None = Field(None, description="fee per kW of the contract's discharge rating per month, currency (major units)")
+    service_fee_per_kwh_month: Money | None = Field(None, description="or: fee per kWh of the contract's energy capacity per month")
+    operating_fee_per_kwh: Money = Field(Decimal(0), description="fee per kWh discharged, currency (major units)")
+    customer_share_pct: Percent = Field(description="the customer's share of the net revenue, percent")
 
 
 class CoInvestmentModel(_ContractBase):
-    model: Literal["co_investment"]
+    model: Literal["co_investment"] = Field(description="co_investment: parties share the net revenue by their stakes")
     stakes_pct: dict[str, Percent] = Field(min_length=1, description="party → stake in percent, summing to 100")
 
 
 class AgencyOperationModel(_ContractBase):
-    model: Literal["agency_operation"]
-    customer: str = Field("customer", min_length=1)
-    guaranteed_minimum_per_month: Money
-    customer_excess_share_pct: Percent
+    model: Literal["agency_operation"] = Field(description="agency_operation: the platform operates the customer's batteries, guaranteeing a monthly minimum")
+    customer: str = Field("customer", min_length=1, description="the customer's name on statements")
+    guaranteed_minimum_per_month: Money = Field(description="what the customer receives at least each month, currency (major units)")
+    customer_excess_share_pct: Percent = Field(description="the customer's share of revenue above the guaranteed minimum, percent")
 
 
 ContractModel = Annotated[EnergyAsAServiceModel | CoInvestmentModel | AgencyOperationModel, Field(discriminator="model")]
@@ -68,9 +68,9 @@ def build_contracts(models: list[ContractModel], fleet: Fleet, currency: str, wh
     seen: set[str] = set()
     out: list[Contract] = []
     for i, m in enumerate(models):
-        loc = f"contracts[{i}]"
-        if m.id in seen or m.id == UNCONTRACTED:
-            errors.append(InputError(where, f"{loc}.id", m.id, f"a unique contract id other than {UNCONTRACTED!r}"))
+        loc = f"contracts[{m.id}]"
+        if m.id in seen or m.id == UNCONTRACTED:  # by position: the id names two contracts
+            errors.append(InputError(where, f"contracts[{i}].id", m.id, f"a unique contract id other than {UNCONTRACTED!r}"))
         seen.add(m.id)
         for uid in m.units:
             if uid not in units:
