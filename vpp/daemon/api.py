@@ -10,6 +10,7 @@ file, and replaces the file atomically.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 import socket
@@ -32,6 +33,21 @@ if TYPE_CHECKING:
     from vpp.daemon.app import Daemon
 
 MAX_BODY_BYTES = 1_000_000
+PUT_TIMEOUT_S = 10.0
+
+
+async def _body(request: Request, limit: int) -> bytes | None:
+    """The request body, or ``None`` past ``limit`` bytes (read no further: a huge body never sits in memory)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def override_json(o: Override) -> dict[str, Any]:
@@ -101,19 +117,26 @@ def build_app(daemon: Daemon) -> FastAPI:
 
     @app.put("/overrides", dependencies=[Depends(authorized)])
     async def put_overrides(request: Request) -> JSONResponse:
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            raise HTTPException(413, f"overrides body larger than {MAX_BODY_BYTES} bytes")
+        watcher = daemon.watcher
+        raw = await _body(request, MAX_BODY_BYTES)
+        if raw is None:
+            message = f"overrides body larger than {MAX_BODY_BYTES} bytes"
+            watcher.reject("api", [f"PUT /overrides: {message}"])
+            raise HTTPException(413, message)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
+            watcher.reject("api", ["PUT /overrides: body is not UTF-8 text"])
             raise HTTPException(400, "overrides body is not UTF-8 text") from None
-        try:
-            overrides = daemon.watcher.replace(text)
+        try:  # a thread (file I/O), bounded in time: the control tick keeps the loop
+            overrides = await asyncio.wait_for(asyncio.to_thread(watcher.replace, text), PUT_TIMEOUT_S)
         except OverridesRejected as err:
             return JSONResponse({"errors": err.errors}, status_code=422)
         except RuntimeError as err:
             raise HTTPException(409, str(err)) from None
+        except TimeoutError:
+            watcher.reject("api", [f"PUT /overrides: not validated within {PUT_TIMEOUT_S:g} s"])
+            raise HTTPException(503, "overrides not validated in time; nothing changed") from None
         daemon.overrides_changed()
         return JSONResponse({"overrides": [override_json(o) for o in overrides]})
 

@@ -132,7 +132,7 @@ class ControlLoop:
         started = time.perf_counter()
         wall = self.clock.wall()
         now = self.clock.to_sim(wall)
-        if self.watcher.poll():
+        if await self.watcher.refresh():
             self.on_overrides()
         overrides = self.watcher.current
         telemetry = self._telemetry(now - wall)
