@@ -112,6 +112,10 @@ class TickResult:
     power_kw: np.ndarray  # (U,) commanded, + discharge; NaN = unit out of dispatch, no command
     scheduled_kw: np.ndarray  # (U,) the schedule's power for the interval (0 without schedule)
     reasons: tuple[str, ...]  # why each command differs from the schedule ("" = it does not)
+    in_dispatch: np.ndarray | None = None  # (U,) bool: eligible and not under unit_out (a unit_out unit is sent 0 W)
+
+    def dispatched(self) -> np.ndarray:
+        return self.in_dispatch if self.in_dispatch is not None else ~np.isnan(self.power_kw)
 
     def setpoints(self, valid_s: float) -> list[Setpoint]:
         """The commands to write, each with the revert timeout the device falls back on."""
@@ -186,7 +190,7 @@ def dispatch(
     power[~eligible] = np.nan
     for i in np.flatnonzero(unit_out & eligible):
         reasons[i].append("override unit_out")
-    return TickResult(now, interval, fleet.unit_ids, power, scheduled, tuple("; ".join(dict.fromkeys(r)) for r in reasons))
+    return TickResult(now, interval, fleet.unit_ids, power, scheduled, tuple("; ".join(dict.fromkeys(r)) for r in reasons), eligible & ~unit_out)
 
 
 def _read_telemetry(fleet: DispatchFleet, now: pd.Timestamp, telemetry: Mapping[str, Telemetry | None], settings: DispatchSettings, reasons: list[list[str]]):
