@@ -35,8 +35,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from adapters.fleet import DeviceFleet
 from adapters.poller import FleetPoller
 from vpp.config import VppConfig, load_config, to_utc
-from vpp.daemon import api
-from vpp.daemon.clock import Clock
+from vpp.daemon import api, orphans
+from vpp.daemon.clock import Clock, market_clock
 from vpp.daemon.config import DaemonModel
 from vpp.daemon.control import ControlLoop, ScheduleInForce
 from vpp.daemon.metrics import Metrics
@@ -70,7 +70,6 @@ class Daemon:
         d = self.settings = cfg.daemon or DaemonModel()
         self.cfg = cfg
         where = str(cfg.path)
-        self.clock = clock or Clock.create(d.clock.speed, to_utc(d.clock.sim_start, cfg.timezone) if d.clock.sim_start else None, d.clock.wall_start)
         self.interval = cfg.interval
         self.downsample = pd.Timedelta(seconds=d.telemetry_downsample_s)
         if self.interval % self.downsample != pd.Timedelta(0):
@@ -79,7 +78,10 @@ class Daemon:
         self.reopt_every = pd.Timedelta(minutes=d.reoptimize_every_min) if d.reoptimize_every_min is not None else self.interval
         self.token = d.api.resolve_token(cfg.path.parent, where)
         self.metrics = Metrics()
+        orphans.sweep(cfg.path)
+        orphans.mark_children(cfg.path)
         self.store = Store(open_database(d.database_target(cfg.path)))
+        self.clock = clock or market_clock(d.clock.speed, to_utc(d.clock.sim_start, cfg.timezone) if d.clock.sim_start else None, d.clock.wall_start, self.store)
         self.settler = Settler(cfg, self.store, self.clock, self.metrics.settled_intervals.inc)
         self.state = FleetState(u.id for u in cfg.units)
         self.devices = DeviceFleet(cfg.units, cfg.mqtt, cfg.path.parent, self.state)

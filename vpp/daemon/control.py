@@ -28,7 +28,7 @@ from vpp.daemon.metrics import Metrics
 from vpp.daemon.notify import Watchdog, watchdog_period_s
 from vpp.daemon.store import Store, bucket_rows
 from vpp.daemon.watch import OverrideActivity, OverridesWatcher, audit_row
-from vpp.dispatch import DispatchFleet, DispatchSettings, TickResult, dispatch
+from vpp.dispatch import DispatchFleet, DispatchSettings, TickResult, dispatch, write_first
 from vpp.fleet_state import FleetState
 from vpp.schedule import Schedule
 from vpp.telemetry import Setpoint, Telemetry
@@ -146,8 +146,10 @@ class ControlLoop:
         schedule, schedule_id = self.schedule.schedule, self.schedule.id  # a solve may land while we write
         result = dispatch(self.dfleet, now.to_pydatetime(), schedule, telemetry, overrides, site_base_kw=self.site_base(now), step_s=self.step_s, settings=self.settings)
         setpoints = [replace(sp, issued_at=wall.to_pydatetime()) for sp in result.setpoints(self.valid_s)]
+        first = dict(zip(self.dfleet.unit_ids, write_first(self.dfleet, result.power_kw, self._last_kw, self.site_base(now))))
         decided = time.perf_counter()
-        errors = await self._write(setpoints, wall)
+        errors = await self._write([sp for sp in setpoints if first[sp.unit_id]], wall)  # toward the limits' safe side first
+        errors |= await self._write([sp for sp in setpoints if not first[sp.unit_id]], wall)
         duration = time.perf_counter() - started
 
         self._record(result, schedule_id, wall, now, errors)

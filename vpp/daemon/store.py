@@ -21,7 +21,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from vpp.daemon.clock import utc
+from vpp.daemon.clock import Clock, utc
 from vpp.db import METADATA
 from vpp.schedule import Schedule
 
@@ -117,6 +117,17 @@ settled_intervals = sa.Table(
     sa.Column("settled_at", TS, nullable=False),
     sa.Column("rows", sa.Integer, nullable=False),
     sa.Column("coverage", sa.Float),  # share of the interval the daemon saw; < 1: settled on what is known (partial)
+)
+
+
+clock_anchor = sa.Table(
+    "daemon_clock",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True),  # one row
+    sa.Column("speed", sa.Float, nullable=False),
+    sa.Column("sim_start", TS, nullable=False),
+    sa.Column("wall_start", TS, nullable=False),
+    sa.Column("origin", sa.String(128), nullable=False),  # the configured speed and sim_start it was made from
 )
 
 
@@ -217,6 +228,25 @@ class Store:
             values = [conn.execute(sa.select(sa.func.min(t.c.bucket_start))).scalar() for t in (telemetry, energy)]
         values = [utc(v) for v in values if v is not None]
         return min(values) if values else None
+
+    def clock_anchor(self) -> tuple[Clock, str] | None:
+        """The market clock's stored anchor and what it was made from (``vpp.daemon.clock.market_clock``)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(clock_anchor).where(clock_anchor.c.id == 1)).first()
+        return None if row is None else (Clock(float(row.speed), utc(row.sim_start), utc(row.wall_start)), row.origin)
+
+    def save_clock_anchor(self, clock: Clock, origin: str) -> None:
+        values = {"speed": clock.speed, "sim_start": clock.sim_start.to_pydatetime(), "wall_start": clock.wall_start.to_pydatetime(), "origin": origin}
+        with self.engine.begin() as conn:
+            if conn.execute(clock_anchor.update().where(clock_anchor.c.id == 1).values(**values)).rowcount == 0:
+                conn.execute(clock_anchor.insert().values(id=1, **values))
+
+    def market_high_water(self) -> pd.Timestamp | None:
+        """The latest market time this database holds a record for (a command, or a settled interval's start)."""
+        with self.engine.connect() as conn:
+            values = [conn.execute(sa.select(sa.func.max(col))).scalar() for col in (commands.c.market_at, settled_intervals.c.interval_start, telemetry.c.bucket_start, energy.c.bucket_start)]
+        values = [utc(v) for v in values if v is not None]
+        return max(values) if values else None
 
     def settled(self, start: pd.Timestamp) -> set[pd.Timestamp]:
         with self.engine.connect() as conn:
