@@ -88,8 +88,9 @@ def load(text: str, where: str, budget: Budget = CONFIG) -> Any:
     """The document in ``text`` (``None`` when empty), within ``budget``; ``InputError`` otherwise."""
     if len(text.encode("utf-8", "surrogatepass")) > budget.max_bytes:
         raise InputError(where, "file", f"more than {budget.max_bytes} bytes", f"at most {budget.max_bytes} bytes")
-    loader = type("_BudgetLoader", (_Loader,), {"budget": budget})(text)
+    loader = None
     try:
+        loader = type("_BudgetLoader", (_Loader,), {"budget": budget})(text)  # the reader checks the characters here
         node = loader.get_single_node()
         if node is None:
             return None
@@ -103,7 +104,8 @@ def load(text: str, where: str, budget: Budget = CONFIG) -> Any:
     except (ValueError, TypeError, OverflowError, RecursionError) as err:  # a constructor refusing a scalar (e.g. a 10,000-digit int)
         raise InputError(where, "file", f"{type(err).__name__}: {str(err)[:120]}", "valid YAML") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read(path: Path, budget: Budget = CONFIG) -> Any:

@@ -168,6 +168,8 @@ class ControlLoop:
     async def zero_all(self) -> int:
         """Shutdown: command 0 W to every unit that answers (a unit out of reach reverts by its own timer)."""
         wall = self.clock.wall()
+        if self.last is not None:  # the units ran their last commands until now: that energy flowed too
+            self._energy.add(self.clock.to_sim(wall), np.nan_to_num(self.last.result.power_kw), self.last.result.dispatched())
         setpoints = [Setpoint(uid, 0.0, wall.to_pydatetime(), self.valid_s) for uid in self.adapters]
         errors = await self._write(setpoints, wall)
         for uid, err in errors.items():
