@@ -29,6 +29,7 @@ from vpp.log_limit import LogLimiter, held_note
 log = logging.getLogger(__name__)
 
 ONLINE, OFFLINE = b"online", b"offline"
+PENDING_PUBLISHES_WARN = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +137,7 @@ class MqttSession:
         broker = self.broker
         tls = broker.tls
         will = aiomqtt.Will(self.status_topic, OFFLINE, qos=1, retain=True) if self.status_topic else None
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             broker.host,
             broker.port,
             identifier=self.client_id,
@@ -150,6 +151,10 @@ class MqttSession:
             timeout=10.0,
             queue_type=_dispatching_queue(self._on_message),
         )
+        # A tick publishes one setpoint per unit at once: aiomqtt's default (warn past 10 in flight) logged a
+        # line per publish, 40 a second with 40 units. Warn only past what no tick sends.
+        client.pending_calls_threshold = PENDING_PUBLISHES_WARN
+        return client
 
     async def _established(self, client: aiomqtt.Client) -> None:
         if self.status_topic is not None:

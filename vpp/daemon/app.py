@@ -57,6 +57,7 @@ from vpp.db import open_database
 from vpp.dispatch import DispatchFleet, DispatchSettings
 from vpp.errors import InputError, InputErrors
 from vpp.fleet_state import FleetState
+from vpp.telemetry import UnitState
 from vpp.timeseries import profile_on
 
 log = logging.getLogger(__name__)
@@ -177,12 +178,17 @@ class Daemon:
         so the start-up solve plans with the units that are really there. Solving at once would plan every
         unit out, and their coming in a moment later would trigger a second solve."""
         deadline = time.monotonic() + self.settings.stale_after_s
-        while time.monotonic() < deadline and any(self.state.telemetry(u.id) is None for u in self.cfg.units):
+        while time.monotonic() < deadline and not all(self._heard(u.id) for u in self.cfg.units):
             await asyncio.sleep(0.05)
         try:
             await asyncio.wait_for(self.control.ticked.wait(), max(deadline - time.monotonic(), 2 * self.settings.tick_s))
         except TimeoutError:
             pass
+
+    def _heard(self, unit_id: str) -> bool:
+        """The unit answered in order, or failed twice in a row (a dead unit must not hold up the first plan)."""
+        t = self.state.telemetry(unit_id)
+        return t is not None and (t.state is UnitState.OK or self.state.health(unit_id).consecutive_failures >= 2)
 
     async def shutdown(self) -> None:
         log.info("daemon stopping")
@@ -224,7 +230,8 @@ class Daemon:
                 log.exception("control tick failed")
 
     async def _periodic_reoptimization(self) -> None:
-        self.request_reoptimization("periodic")
+        if self._planning:  # the start-up solve comes first
+            self.request_reoptimization("periodic")
 
     async def _gate_closure(self) -> None:
         self.request_reoptimization("gate closure")
