@@ -118,7 +118,8 @@ class ControlLoop:
         self.ticks = 0
         self.completed_at: float | None = None  # time.monotonic() when the last tick finished (the stall detector's)
         self.longest_gap_s = 0.0
-        self._slot: int | None = None  # the tick period (monotonic seconds / tick_s, rounded) the last tick started in
+        self._slot: int | None = None  # the tick period (since the first tick, rounded) the last tick started in
+        self._first_started: float | None = None
         self.written_at: dict[str, pd.Timestamp] = {}  # wall time of each unit's last successful write
         self.out: frozenset[str] | None = None
         self.ticked = asyncio.Event()  # set after every tick (tests and the bench wait on it)
@@ -303,7 +304,10 @@ class ControlLoop:
     def _count_missed(self) -> None:
         """Every tick period in which no tick started is an overrun: one skipped because the previous tick
         still ran, one the scheduler coalesced after a stall, one lost while the event loop was blocked."""
-        slot = round(time.monotonic() / self.tick_s)
+        now = time.monotonic()
+        if self._first_started is None:
+            self._first_started = now
+        slot = round((now - self._first_started) / self.tick_s)  # from the first tick: jitter must reach half a period
         if self._slot is not None and slot - self._slot > 1:
             self.metrics.tick_overruns.inc(slot - self._slot - 1)
         self._slot = slot
