@@ -88,6 +88,8 @@ def load(text: str, where: str, budget: Budget = CONFIG) -> Any:
     """The document in ``text`` (``None`` when empty), within ``budget``; ``InputError`` otherwise."""
     if len(text.encode("utf-8", "surrogatepass")) > budget.max_bytes:
         raise InputError(where, "file", f"more than {budget.max_bytes} bytes", f"at most {budget.max_bytes} bytes")
+    if (line := _flow_too_deep(text, budget.max_depth)) is not None:
+        raise InputError(where, f"line {line}", f"nesting deeper than {budget.max_depth}", "YAML within the input limits")
     loader = None
     try:
         loader = type("_BudgetLoader", (_Loader,), {"budget": budget})(text)  # the reader checks the characters here
@@ -111,6 +113,27 @@ def load(text: str, where: str, budget: Budget = CONFIG) -> Any:
 def read(path: Path, budget: Budget = CONFIG) -> Any:
     """``load`` of a file, read with the budget's size cap."""
     return load(read_text(path, budget.max_bytes), str(path), budget)
+
+
+def _flow_too_deep(text: str, max_depth: int) -> int | None:
+    """The line where ``[``/``{`` nesting first passes ``max_depth``, if it does.
+
+    PyYAML's scanner keeps a possible simple key per open flow collection and walks them all at every token,
+    so n nested brackets cost O(n²) before the composer ever sees a node: 5,000 took 0.1 s, a megabyte
+    would take hours. This linear pass goes first. It counts every bracket, quoted or commented ones too:
+    skipping quotes or comments by a character scan can be fooled into skipping real nesting (a ``'`` in
+    a plain scalar, a ``#`` inside a quoted string), and legitimate files nest two or three deep."""
+    depth, line = 0, 1
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        elif ch in "[{":
+            depth += 1
+            if depth > max_depth:
+                return line
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+    return None
 
 
 def _measure(root: Node, budget: Budget) -> None:
