@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from pydantic import ValidationError
 
 from adapters.base import DeviceAdapter, utcnow
 from adapters.health import Backoff
@@ -33,6 +34,8 @@ from vpp.telemetry import Setpoint, Telemetry, UnitState
 log = logging.getLogger(__name__)
 
 MAX_CLOCK_SKEW = timedelta(seconds=30)  # a device timestamp further in the future than this is implausible
+MAX_AGE = timedelta(days=1)  # and one older than this (stale long before: it could only be garbage or a dead clock)
+MAX_PAYLOAD_BYTES = 16 * 1024  # a state message is ~200 bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +65,29 @@ class IngestStats:
 
 
 def parse_state(unit: MqttUnit, payload: bytes, now: datetime) -> Telemetry:
-    """Telemetry from a state message. Raises ``ValueError`` (incl. pydantic's) for a malformed one."""
-    telemetry = StatePayload.model_validate_json(payload).telemetry(unit.unit_id, unit.rating_kw)
-    if telemetry.timestamp > now + MAX_CLOCK_SKEW:
-        raise ValueError(f"timestamp {telemetry.timestamp.isoformat()} is in the future")
-    return telemetry
+    """Telemetry from a state message. Raises ``ValueError`` (incl. pydantic's) for a malformed one: too
+    large, not the shape, or a timestamp outside [now − MAX_AGE, now + MAX_CLOCK_SKEW]."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"payload of {len(payload)} bytes, more than {MAX_PAYLOAD_BYTES}")
+    state = StatePayload.model_validate_json(payload)
+    if not _plausible(state.timestamp, now):
+        raise ValueError(f"timestamp {state.timestamp.isoformat()} is not within {MAX_AGE} before and {MAX_CLOCK_SKEW} after now")
+    return state.telemetry(unit.unit_id, unit.rating_kw)
+
+
+def _plausible(timestamp: datetime, now: datetime) -> bool:
+    try:
+        return now - MAX_AGE <= timestamp <= now + MAX_CLOCK_SKEW
+    except OverflowError:  # the aware comparison converts to UTC, which may not exist near year 1 or 9999
+        return False
+
+
+def _reason(err: Exception) -> str:
+    """One short line: pydantic's first problem (its own first line only says how many there are)."""
+    if isinstance(err, ValidationError) and err.errors():
+        first = err.errors(include_url=False)[0]
+        return f"{'.'.join(map(str, first['loc'])) or 'payload'}: {first['msg']}"[:200]
+    return (str(err).splitlines() or [type(err).__name__])[0][:200]
 
 
 class MqttGateway(Service):
@@ -102,19 +123,19 @@ class MqttGateway(Service):
             return
         try:
             telemetry = parse_state(unit, message.payload, utcnow())  # type: ignore[arg-type]
-        except ValueError as err:
-            self._malformed(message.topic.value, str(err).splitlines()[0])
+        except (ValueError, OverflowError) as err:
+            self._malformed(message.topic.value, _reason(err), message.payload)  # type: ignore[arg-type]
             return
         if self.state.apply(telemetry):
             self.stats.applied += 1
         else:
             self.stats.superseded += 1
 
-    def _malformed(self, topic: str, reason: str) -> None:
+    def _malformed(self, topic: str, reason: str, payload: bytes) -> None:
         self.stats.malformed += 1
         count = self.stats.malformed
         if count & (count - 1) == 0:  # 1st, 2nd, 4th, 8th, ...: a flood of garbage does not flood the log
-            log.warning("mqtt malformed topic=%s reason=%s malformed_total=%d", topic, reason, count)
+            log.warning("mqtt malformed topic=%s reason=%s payload_head=%r malformed_total=%d", topic, reason, bytes(payload[:64]), count)
 
     def _on_link(self, up: bool) -> None:
         if up:

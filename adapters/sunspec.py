@@ -7,7 +7,9 @@ allowed power from 702 (else 802, else 124). Setpoints go through 704 ``WSet``
 with ``WSetRvrtTms`` (else 124 ``InWRte``/``OutWRte`` with
 ``InOutWRte_RvrtTms``), so the device drops to 0 W by itself if the gateway
 dies; the controller heartbeat (802 ``CtrlHb`` / 715 ``ControllerHb``) is
-written once a second when the device has one.
+written once a second when the device has one. The revert time is written
+before the first setpoint; a device that refuses it is commanded only if it has
+a heartbeat (which then reverts it), never otherwise.
 """
 
 from __future__ import annotations
@@ -91,7 +93,8 @@ async def _walk(link: ModbusLink, slave_id: int, address: int) -> dict[int, tupl
     for _ in range(MAX_MODELS):
         try:
             model_id, length = await link.read(slave_id, HOLDING, address, HEADER_REGISTERS)
-        except ModbusRefused:
+        except ModbusRefused as err:  # a walk should end at the end marker: say where and why it did not
+            log.warning("modbus %s slave %d: SunSpec model walk stopped at address %d after models %s: %s", link.name, slave_id, address, sorted(models), err)
             break
         if model_id == END_MODEL_ID:
             break
@@ -150,7 +153,8 @@ def decode_telemetry(
 
     rating_w = rating_kw * 1000.0 if rating_kw is not None else value(702, "WMaxRtg")
     rating = rating_w / 1000.0 if rating_w is not None else None
-    soc_pct = _first(value(802, "SoC"), value(713, "SoC"), value(124, "ChaState"))
+    soc_source = next(((m, p) for m, p in ((802, "SoC"), (713, "SoC"), (124, "ChaState")) if value(m, p) is not None), None)
+    soc_pct = value(*soc_source) if soc_source else None
     charge_w = _first(value(702, "WChaRteMax"), value(702, "WChaRteMaxRtg"), value(802, "WChaRteMax"), value(124, "WChaMax"))
     discharge_w = _first(
         value(702, "WDisChaRteMax"), value(702, "WDisChaRteMaxRtg"), value(802, "WDisChaRteMax"), value(124, "WChaMax")
@@ -171,6 +175,7 @@ def decode_telemetry(
         max_discharge_kw=limit_or_none(_kw(discharge_w), rating),
         state=unit_state(enum(701, "InvSt"), enum(802, "State"), enum(802, "LocRemCtl")),
         faults=faults,
+        soc_resolution=_step(views[soc_source[0]], soc_source[1]) / 100.0 if soc_source else None,
     )
 
 
@@ -184,6 +189,13 @@ def unit_state(inverter: int | None, battery: int | None, control: int | None) -
         return UnitState.STANDBY
     running = (inverter is None or inverter in INV_RUNNING) and (battery is None or battery in BAT_OK)
     return UnitState.OK if running else UnitState.STANDBY
+
+
+def _step(view: ModelView, name: str) -> float:
+    """The engineering value of one raw step of a point (10^sf)."""
+    sf = view.model.points[name].sf
+    exponent = sf if isinstance(sf, int) else view.raw(sf) if isinstance(sf, str) else 0
+    return 10.0 ** (exponent if isinstance(exponent, int) else 0)
 
 
 def _first(*values: float | None) -> float | None:
@@ -203,6 +215,7 @@ class _Session:
     controls: ModelView  # 704 or 124 as read at discovery: scale factors and WChaMax for setpoints
     heartbeat: tuple[int, str, ControllerHeartbeat] | None
     revert_written: int | None = None  # revert time the device holds, once written
+    no_revert_timer: bool = False  # the device refused the revert points: only the heartbeat brings it to 0 W
 
 
 class SunSpecAdapter(ModbusDeviceAdapter):
@@ -247,9 +260,16 @@ class SunSpecAdapter(ModbusDeviceAdapter):
             config = {"StorCtl_Mod": STORCTL_CHARGE_AND_DISCHARGE_LIMITS, "InOutWRte_RvrtTms": revert_s}
             rate = _rate_raw(session.controls, setpoint)
             command = {"OutWRte": rate, "InWRte": -rate}  # a window of one point: exactly this rate
-        if session.revert_written != revert_s:
-            await self._write_points(session.layout, model_id, config)
-            session.revert_written = revert_s
+        if session.revert_written != revert_s and not session.no_revert_timer:
+            try:
+                await self._write_points(session.layout, model_id, config)
+                session.revert_written = revert_s
+            except ModbusRefused as err:
+                session.no_revert_timer = True
+                log.warning("unit=%s model %d refused its revert timer (%s): %s", self.unit_id, model_id, err, "the controller heartbeat is what reverts it" if session.heartbeat else "no setpoints will be written")
+        if session.no_revert_timer and session.heartbeat is None:
+            # it would hold the last setpoint for ever if the gateway died: never command it
+            raise AdapterError(f"unit {self.unit_id}: model {model_id} has no revert timer and the device no controller heartbeat; not commanding a device that cannot fall back to 0 W by itself")
         await self._write_points(session.layout, model_id, command)
 
     async def _write_points(self, layout: SunSpecLayout, model_id: int, raws: Mapping[str, int]) -> None:

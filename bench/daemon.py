@@ -13,6 +13,8 @@ the interval had written its last setpoint (target: p99 tick ≤ 200 ms on 2 cor
     python bench/daemon.py --seconds 30
     python bench/daemon.py --per-gateway 10   # 20 gateways of 10 instead of 10 of 20
     python bench/daemon.py --mqtt             # + 40 MQTT units
+    python bench/daemon.py --fuzz             # 160 Modbus + 40 MQTT units, and a hostile client in another
+                                              # process: 100 malformed MQTT messages and 10 hostile API requests a second
 
 Requests to the devices behind one gateway connection go one at a time, so the tick's write time grows
 with the devices per gateway (pymodbus holds one request in flight per connection).
@@ -45,6 +47,36 @@ TICK_S = 1.0
 POLL_S = 2.0  # telemetry poll period (one simulator process answers for all 200 Modbus devices)
 SUNSPEC_UNITS, MAP_UNITS = 120, 80
 MQTT_UNITS = 40
+TOKEN = "bench-token-0123456789abcdef"
+FUZZ_MQTT_PER_S, FUZZ_API_PER_S = 100, 10
+
+# What the hostile client sends: each a different way for a parser to fail (issue 14).
+BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "\n".join(f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]" for i in range(8))
+WINDOW = 'start: "2020-08-17T00:00:00Z", end: "2020-08-25T00:00:00Z", author: fuzz, reason: fuzz'
+HOSTILE_BODIES: list[tuple[bytes, bool]] = [  # (body, with the token)
+    (BOMB.encode(), True),
+    (("overrides: [{kind: force_power, unit: ss0-0, value: .nan, " + WINDOW + "}]").encode(), True),
+    (("overrides: [{kind: fleet_export_cap, value: .inf, " + WINDOW + "}]").encode(), True),
+    (b"", True),
+    (b"[" * 5000, True),
+    (b"\xff\xfe\x00", True),
+    (b"x" * 1_100_000, True),
+    (b"overrides: []", False),  # no token: 401
+    (("overrides: [{kind: unit_out, unit: ss0-0, start: '2020-08-17T00:00:00Z', end: '9999-12-31T23:59:59-01:00', author: f, reason: f}]").encode(), True),
+    (b'{"overrides": [{"kind": "soc_floor", "unit": "ss0-0", "value": 1e999}]}', True),
+]
+MALFORMED_STATES = [
+    b'{"timestamp": "9999-12-31T23:59:59-01:00", "soc": 0.5}',
+    b'{"timestamp": "0001-01-01T00:00:00+01:00", "soc": 0.5}',
+    b"\xff\xfe garbage",
+    b"{" * 2000,
+    b'{"timestamp": "2020-01-01T00:00:00Z", "soc": NaN, "power_kw": Infinity}',
+    b'{"timestamp": 12, "soc": "half"}',
+    b"x" * 20_000,
+    b"[]",
+    b'{"timestamp": "2999-01-01T00:00:00Z", "soc": 0.5}',
+    b"null",
+]
 
 
 def free_port() -> int:
@@ -53,13 +85,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(directory: Path, mqtt_port: int | None, per_gateway: int) -> Path:
+def write_config(directory: Path, mqtt_port: int | None, per_gateway: int, modbus_units: tuple[int, int] = (SUNSPEC_UNITS, MAP_UNITS)) -> Path:
     device = {"host": "127.0.0.1", "timeout_s": 0.5, "revert_s": 10, "backoff_max_s": 5}
     units = []
-    for g in range(SUNSPEC_UNITS // per_gateway):
+    sunspec_units, map_units = modbus_units
+    for g in range(sunspec_units // per_gateway):
         port = free_port()
         units += [{"id": f"ss{g}-{k}", "power_kw": 250, "energy_kwh": 500, "soc_min": 0.1, "soc_max": 0.9, "initial_soc": 0.3 + 0.4 * k / per_gateway, "device": {"protocol": "sunspec", "port": port, "slave_id": k + 1, **device}} for k in range(per_gateway)]
-    for g in range(MAP_UNITS // per_gateway):
+    for g in range(map_units // per_gateway):
         port = free_port()
         units += [{"id": f"pcs{g}-{k}", "power_kw": 250, "energy_kwh": 500, "soc_min": 0.1, "soc_max": 0.9, "initial_soc": 0.5, "device": {"protocol": "modbus_map", "port": port, "slave_id": k + 1, "register_map": str(ROOT / "config/devices/acme_pcs250.yaml"), **device}} for k in range(per_gateway)]
     if mqtt_port is not None:
@@ -71,6 +104,7 @@ def write_config(directory: Path, mqtt_port: int | None, per_gateway: int) -> Pa
         "interval_min": 5,
         "horizon_h": 2,
         "data": {"caiso": {"file": str(ROOT / "config/data/caiso_2020_hourly_energy_as.csv"), "time_column": "timestamp_start", "timezone": "Etc/GMT+8", "columns": {"da_lmp": {"column": "da_lmp_usd_per_mwh", "unit": "per_mwh"}}}},
+        "overrides": "bench.overrides.yaml",
         "sites": [{"id": f"site{s}", "market": "wholesale", "import_limit_kw": 20000, "export_limit_kw": 20000, "units": units[s::4]} for s in range(4)],
         "market": {"energy_price": "caiso.da_lmp"},
         "daemon": {
@@ -81,12 +115,13 @@ def write_config(directory: Path, mqtt_port: int | None, per_gateway: int) -> Pa
             "solve_time_limit_s": 30,
             "horizon_h": 2,
             "telemetry_downsample_s": 60,
-            "api": {"port": free_port()},
+            "api": {"port": free_port(), "token": TOKEN},
             "clock": {"speed": SPEED, "sim_start": "2020-08-18T00:00:00-08:00"},
         },
     }
     if mqtt_port is not None:
         config["mqtt"] = {"host": "127.0.0.1", "port": mqtt_port, "client_id": "bench-gateway"}
+    (directory / "bench.overrides.yaml").write_text("overrides: []\n")
     path = directory / "bench.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -125,11 +160,46 @@ def start_mosquitto(directory: Path) -> tuple[subprocess.Popen | None, int | Non
     return None, None
 
 
+async def fuzz(mqtt_port: int, api_port: int, topics: list[str], seconds: float) -> None:
+    """The hostile client (its own process): FUZZ_MQTT_PER_S malformed state messages and FUZZ_API_PER_S hostile
+    PUT /overrides a second, for ``seconds``, to loopback only. Prints what it sent and the answers' codes."""
+    import aiomqtt
+    import httpx
+
+    codes: dict[int | str, int] = {}
+    sent = 0
+    batch = FUZZ_MQTT_PER_S // FUZZ_API_PER_S  # messages per API request, every 1 / FUZZ_API_PER_S s
+
+    async def put(body: bytes, authorized: bool) -> None:
+        try:
+            response = await api.put("/overrides", content=body, headers={"Authorization": f"Bearer {TOKEN}"} if authorized else {})
+            codes[response.status_code] = codes.get(response.status_code, 0) + 1
+        except httpx.HTTPError as err:
+            codes[type(err).__name__] = codes.get(type(err).__name__, 0) + 1
+
+    async with aiomqtt.Client("127.0.0.1", mqtt_port, identifier="bench-fuzzer") as mqtt, httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as api:
+        pending: set[asyncio.Task] = set()
+        step, k = 1.0 / FUZZ_API_PER_S, 0
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            for i in range(batch):
+                await mqtt.publish(topics[(k * batch + i) % len(topics)], MALFORMED_STATES[(k * batch + i) % len(MALFORMED_STATES)], qos=0)
+                sent += 1
+            body, authorized = HOSTILE_BODIES[k % len(HOSTILE_BODIES)]
+            task = asyncio.create_task(put(body, authorized))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            k += 1
+            await asyncio.sleep(max(0.0, start + k * step - time.monotonic()))
+        await asyncio.gather(*pending)
+    print(f"fuzzer: {sent} malformed MQTT messages, {k} hostile API requests in {time.monotonic() - start:.0f} s; answers {dict(sorted(codes.items(), key=str))}", flush=True)
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-async def measure(config: Path, seconds: float, simulator_pids: list[int]) -> None:
+async def measure(config: Path, seconds: float, simulator_pids: list[int], fuzzer: list[str] | None = None) -> None:
     from vpp.config import load_config
     from vpp.daemon.app import Daemon
 
@@ -151,6 +221,7 @@ async def measure(config: Path, seconds: float, simulator_pids: list[int]) -> No
     cpu0 = time.process_time()
     simulators = [psutil.Process(pid) for pid in simulator_pids]
     sim0 = sum(sum(p.cpu_times()[:2]) for p in simulators)
+    client = subprocess.Popen([*fuzzer, str(seconds)], cwd=ROOT) if fuzzer else None
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         await daemon.control.ticked.wait()
@@ -168,6 +239,11 @@ async def measure(config: Path, seconds: float, simulator_pids: list[int]) -> No
     cpu_share = (time.process_time() - cpu0) / seconds
     sim_share = (sum(sum(p.cpu_times()[:2]) for p in simulators) - sim0) / seconds
     solves = daemon.metrics.solve_duration
+    if client is not None:
+        while client.poll() is None:
+            await asyncio.sleep(0.1)  # the fuzzer's summary first, the daemon keeps ticking meanwhile
+        gateway = daemon.devices.gateway
+        print(f"daemon: MQTT malformed {gateway.stats.malformed if gateway else 0}, session reconnects {gateway.session.stats.disconnects if gateway else 0}, override rejections {daemon.metrics.override_rejections._value.get():.0f}, units in dispatch {int(daemon.control.last.result.dispatched().sum())}/{len(cfg.units)}")
     daemon.stop_event.set()
     await runner
     ms = [d * 1000 for d in durations]
@@ -190,22 +266,35 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=90.0)
     parser.add_argument("--mqtt", action="store_true", help="add 40 MQTT units through a Mosquitto on a free port")
     parser.add_argument("--per-gateway", type=int, default=20, choices=(1, 5, 10, 20, 40), help="Modbus devices behind one gateway connection (requests to them queue on it)")
+    parser.add_argument("--fuzz", action="store_true", help="200 units (160 Modbus + 40 MQTT) under a hostile client: 100 malformed MQTT messages and 10 hostile API requests a second")
+    parser.add_argument("--fuzz-client", nargs=4, metavar=("MQTT_PORT", "API_PORT", "CONFIG", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.fuzz_client:
+        mqtt_port, api_port, config, seconds = args.fuzz_client
+        cfg = yaml.safe_load(Path(config).read_text())
+        topics = [f"vpp/{site['id']}/{u['id']}/state" for site in cfg["sites"] for u in site["units"] if u["device"]["protocol"] == "mqtt"]
+        asyncio.run(fuzz(int(mqtt_port), int(api_port), topics, float(seconds)))
+        return
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        broker, mqtt_port = start_mosquitto(directory) if args.mqtt else (None, None)
-        config = write_config(directory, mqtt_port, args.per_gateway)
+        broker, mqtt_port = start_mosquitto(directory) if args.mqtt or args.fuzz else (None, None)
+        if args.fuzz and mqtt_port is None:
+            raise SystemExit("--fuzz needs mosquitto")
+        modbus = (SUNSPEC_UNITS - 20, MAP_UNITS - 20) if args.fuzz else (SUNSPEC_UNITS, MAP_UNITS)  # 200 units in all
+        config = write_config(directory, mqtt_port, args.per_gateway, modbus)
         sims = [
             subprocess.Popen([sys.executable, "-m", "vpp", "devices", "simulate", "--config", str(part), "--tick-s", "0.5", "--publish-s", "1.0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
             for part in simulator_configs(config)
         ]
         try:
-            for sim, endpoints in zip(sims, (SUNSPEC_UNITS // args.per_gateway, MAP_UNITS // args.per_gateway + (1 if mqtt_port else 0))):
+            for sim, endpoints in zip(sims, (modbus[0] // args.per_gateway, modbus[1] // args.per_gateway + (1 if mqtt_port else 0))):
                 for _ in range(endpoints):
                     sim.stdout.readline()
-            asyncio.run(measure(config, args.seconds, [sim.pid for sim in sims]))
+            api_port = yaml.safe_load(config.read_text())["daemon"]["api"]["port"]
+            fuzzer = [sys.executable, str(Path(__file__).resolve()), "--fuzz-client", str(mqtt_port), str(api_port), str(config)] if args.fuzz else None
+            asyncio.run(measure(config, args.seconds, [sim.pid for sim in sims], fuzzer))
         finally:
             for sim in sims:
                 sim.terminate()

@@ -50,7 +50,7 @@ from simulators.physics import (
     step,
 )
 from vpp.config import VppConfig
-from vpp.dispatch import DispatchFleet, dispatch
+from vpp.dispatch import DispatchFleet, DispatchSettings, dispatch
 from vpp.errors import InputError, SolverError
 from vpp.fleet import Fleet
 from vpp.forecasts import ForecastSpec, forecast_view
@@ -62,6 +62,11 @@ from vpp.telemetry import Telemetry, UnitState
 
 Progress = Callable[[int, int], None]  # (intervals done, intervals in total)
 RETRY_MIP_GAP = 0.05
+
+# Simulated batteries report their SoC and take their setpoints exactly: no register resolution to allow for
+# (the daemon's defaults keep that margin against real devices).
+EXACT_DEVICES = DispatchSettings(soc_resolution=0.0, setpoint_resolution_kw=0.0)
+
 
 
 @dataclass(frozen=True)
@@ -312,7 +317,7 @@ def run_backtest(cfg: VppConfig, start: pd.Timestamp, end: pd.Timestamp, setting
                     uid: None if gone else Telemetry(uid, now, soc=x, power_kw=p, max_charge_kw=c, max_discharge_kw=d, state=UnitState.OK)
                     for uid, gone, x, p, c, d in zip(unit_ids, out.tolist(), seen.tolist(), last_power.tolist(), bms_ch.tolist(), bms_dis.tolist())
                 }
-                tick = dispatch(dfleet, now, schedule, telemetry, cfg.overrides, site_base_kw=actual_net_load[:, t], step_s=sub_s)
+                tick = dispatch(dfleet, now, schedule, telemetry, cfg.overrides, site_base_kw=actual_net_load[:, t], step_s=sub_s, settings=EXACT_DEVICES)
                 sent = ~np.isnan(tick.power_kw)
                 sent_any |= sent
                 base = np.where(sent, tick.power_kw, 0.0)  # no command: the device reverts to 0 W

@@ -34,6 +34,8 @@ WRITABLE: Mapping[int, frozenset[str]] = {
     802: frozenset({"CtrlHb"}),
 }
 
+REVERT_POINTS_704 = frozenset({"WSetRvrt", "WSetEnaRvrt", "WSetRvrtTms"})
+
 # Scale factors the image uses for points that are not power or energy (those follow the rating).
 PCT_SF_713 = -2
 SOC_SF_802 = -1
@@ -52,6 +54,7 @@ class SunSpecImage:
     slave_id: int = 1
     models: Sequence[int] = DEFAULT_MODELS
     base: int = 40000
+    revert_timer: bool = True  # False: a 704 without WSetRvrtTms (writes to it are refused; setpoints hold until replaced)
     controls: dict[str, int] = field(default_factory=dict)  # raw values last written to control points
     w_sf: int = field(init=False)  # scale factor of power points, chosen so the rating fits 16 bits
     wh_sf: int = field(init=False)
@@ -85,6 +88,8 @@ class SunSpecImage:
         blocks = [SimData(self.base, values=list(SUNS_MARKER), datatype=DataType.REGISTERS, readonly=True)]
         for model_id in self.models:
             writable = WRITABLE.get(model_id, frozenset())
+            if model_id == 704 and not self.revert_timer:
+                writable = writable - REVERT_POINTS_704
             template = self._templates[model_id]
             for point in model_def(model_id).points.values():
                 blocks.append(
@@ -138,6 +143,8 @@ class SunSpecImage:
         return ExcCodes.ILLEGAL_ADDRESS
 
     def _write_704(self, written: dict[str, int | str | None], now: float) -> ExcCodes | None:
+        if not self.revert_timer and REVERT_POINTS_704 & written.keys():
+            return ExcCodes.ILLEGAL_ADDRESS  # as a device without the revert timer answers
         if written.get("WSetMod", 1) != 1 or written.get("WSetRvrt", 0) != 0 or written.get("WSetEnaRvrt", 1) != 1:
             return ExcCodes.ILLEGAL_VALUE  # the simulator supports watts mode and reverting to 0 W only
         self.controls.update({k: v for k, v in written.items() if isinstance(v, int)})
@@ -202,16 +209,21 @@ class SunSpecImage:
 
     def _controls_ac(self, now: float) -> dict[str, int | str | None]:
         active = self.unit.setpoint_kw is not None
-        return {
+        remaining = self.unit.revert_remaining_s(now)  # inf: WSet written before (or without) WSetRvrtTms
+        controls: dict[str, int | str | None] = {
             "WSetEna": 1 if active else 0,
             "WSetMod": 1,  # WATTS
             "WSet": self._raw_watts(self.unit.setpoint_kw or 0.0),
             "WSetRvrt": 0,
             "WSetEnaRvrt": 1,
             "WSetRvrtTms": self.controls.get("WSetRvrtTms", 0),
-            "WSetRvrtRem": math.ceil(self.unit.revert_remaining_s(now)),
+            "WSetRvrtRem": math.ceil(remaining) if math.isfinite(remaining) else 0,  # 0: no revert timer running
             "WSet_SF": self.w_sf,
         }
+        if not self.revert_timer:
+            for name in REVERT_POINTS_704 | {"WSetRvrtRem"}:
+                controls[name] = None  # not implemented
+        return controls
 
     def _storage_capacity(self, now: float) -> dict[str, int | str | None]:
         energy_wh = self.unit.params.energy_kwh * 1000.0

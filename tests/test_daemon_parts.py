@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -341,30 +342,33 @@ def test_a_stored_schedule_comes_back_as_it_was(tmp_path: Path, database: str) -
         store.close()
 
 
-def test_settlement_weights_split_buckets_and_is_identical_when_repeated(tmp_path: Path, database: str) -> None:
+def test_settlement_bills_the_energy_that_flowed_adds_split_buckets_flags_a_partial_interval_and_is_identical_when_repeated(tmp_path: Path, database: str) -> None:
     from vpp.daemon.settle import Settler
-    from vpp.daemon.store import telemetry
+    from vpp.daemon.store import energy, settled_intervals
     from vpp.ledger.store import read_settlements
 
     cfg = load_config(write_config(tmp_path, 1883))
     store = Store(open_database(database))
     clock = Clock.create(100.0, "2020-08-18T08:00Z", "2026-01-01T00:00Z")
     start = pd.Timestamp("2020-08-18T08:05Z")
-    rows = [  # ss-1: one bucket stored twice around a restart (3 samples at 100 kW, 1 at 20 kW), another at 40 kW
-        {"bucket_start": start.to_pydatetime(), "unit_id": "ss-1", "power_kw_mean": 100.0, "soc_first": 0.5, "soc_last": 0.49, "samples": 3},
-        {"bucket_start": start.to_pydatetime(), "unit_id": "ss-1", "power_kw_mean": 20.0, "soc_first": 0.49, "soc_last": 0.49, "samples": 1},
-        {"bucket_start": (start + pd.Timedelta(minutes=1)).to_pydatetime(), "unit_id": "ss-1", "power_kw_mean": 40.0, "soc_first": 0.49, "soc_last": 0.48, "samples": 4},
-        {"bucket_start": (start + pd.Timedelta(minutes=5)).to_pydatetime(), "unit_id": "ss-1", "power_kw_mean": 999.0, "soc_first": 0.4, "soc_last": 0.4, "samples": 4},
-    ]
-    store.insert(telemetry, rows)
-    settler = Settler(cfg, store, clock, tick_s=0.25)
+
+    def row(minute: int, kwh: float, covered_s: float, dispatch_s: float) -> dict:
+        return {"bucket_start": (start + pd.Timedelta(minutes=minute)).to_pydatetime(), "unit_id": "ss-1", "energy_kwh": kwh, "covered_s": covered_s, "dispatch_s": dispatch_s}
+
+    # ss-1: one bucket stored by two processes around a restart (40 s + 20 s of it), one more minute; the
+    # daemon saw 2 of the 5 minutes. The 08:10 bucket is the next interval's.
+    store.insert(energy, [row(0, 5.0, 40, 40), row(0, 1.0, 20, 20), row(1, 4.0, 60, 30), row(5, 999.0, 60, 60)])
+    settler = Settler(cfg, store, clock)
     assert settler.settle_interval(start) > 0
     assert settler.settle_interval(start) == 0  # already settled: nothing new
     ledger = read_settlements(store.engine)
-    mean_kw = (100.0 * 3 + 20.0 * 1 + 40.0 * 4) / 8  # 60 kW; the 08:10 bucket is the next interval's
+    mean_kw = (5.0 + 1.0 + 4.0) / (5 / 60)  # 120 kW: 10 kWh over the interval, not 10 kWh over the 2 minutes seen
     prices = pd.read_csv(Path(__file__).resolve().parents[1] / "config/data/caiso_2020_hourly_energy_as.csv")
     price = float(prices.loc[prices.timestamp_start == "2020-08-18 00:00", "da_lmp_usd_per_mwh"].iloc[0])
     ss1 = ledger[(ledger.unit_id == "ss-1") & (ledger.stream == "energy")]
     assert len(ss1) == 1 and ss1.amount_minor.iloc[0] == round(price * mean_kw * (5 / 60) / 1000 * 100)
     assert set(ledger.unit_id) == {"ss-1"}  # units never seen metered 0 kW: no amounts
+    with store.engine.connect() as conn:
+        coverage = conn.execute(sa.select(settled_intervals.c.coverage)).scalar_one()
+    assert coverage == pytest.approx(120 / 300)  # flagged: settled on what is known
     store.close()

@@ -120,12 +120,10 @@ async def test_a_killed_daemon_resumes_settles_every_interval_once_and_sigterm_l
     assert not rows.duplicated(["unit_id", "interval_start", "stream"]).any()
     assert set(rows.stream) == {"energy"}
 
-    # each energy row = price × the metered mean power the daemon recorded × 5 min (independent of the settlement code)
-    telemetry = frame(engine, "SELECT bucket_start, unit_id, power_kw_mean, samples FROM daemon_telemetry")
-    telemetry["interval_start"] = pd.to_datetime(telemetry.bucket_start, utc=True).dt.floor("5min")
-    telemetry["weighted"] = telemetry.power_kw_mean * telemetry.samples
-    grouped = telemetry.groupby(["unit_id", "interval_start"])[["weighted", "samples"]].sum()
-    mean_kw = grouped.weighted / grouped.samples
+    # each energy row = price × the energy the daemon integrated / 5 min (independent of the settlement code)
+    flowed = frame(engine, "SELECT bucket_start, unit_id, energy_kwh FROM daemon_energy")
+    flowed["interval_start"] = pd.to_datetime(flowed.bucket_start, utc=True).dt.floor("5min")
+    mean_kw = flowed.groupby(["unit_id", "interval_start"]).energy_kwh.sum() / (5 / 60)
     prices = pd.read_csv(ROOT / "config/data/caiso_2020_hourly_energy_as.csv", parse_dates=["timestamp_start"])
     price = prices.set_index(prices.timestamp_start.dt.tz_localize("Etc/GMT+8").dt.tz_convert("UTC")).da_lmp_usd_per_mwh
     rows["interval_start"] = pd.to_datetime(rows.interval_start, utc=True)

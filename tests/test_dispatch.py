@@ -108,7 +108,8 @@ def test_site_force_power_is_shared_by_rating_and_site_limit_wins():
     assert np.allclose(r.power_kw, [50.0, 150.0])
     fl_lim = DispatchFleet.of(Fleet((wholesale_site(export_limit_kw=80.0),), tuple(units)))
     r = dispatch(fl_lim, NOW, None, {"a": seen(0.5, "a"), "b": seen(0.5, "b")}, [force], step_s=STEP_S)
-    assert abs(r.power_kw.sum() - 80.0) < 1e-9 and "site limit" in r.reasons[0]
+    # the limit less half the default 0.1 kW setpoint resolution per unit: rounded setpoints still fit
+    assert abs(r.power_kw.sum() - (80.0 - 2 * 0.05)) < 1e-9 and "site limit" in r.reasons[0]
 
 
 def test_an_empty_unit_is_not_discharged():
@@ -224,3 +225,27 @@ def test_no_command_leaves_unit_soc_site_fleet_or_override_limits(case):
                 moved = any(w in r.reasons[i] for w in ("unit limit", "site limit", "fleet cap"))
                 last = [x for x in overrides if x.kind is OverrideKind.FORCE_POWER and x.unit_id == o.unit_id][-1]
                 assert moved or abs(p[i] - last.value) <= TOL, "force override not honoured and no limit says why"
+
+
+@given(
+    st.lists(st.tuples(st.floats(0.12, 0.88), st.floats(50.0, 400.0)), min_size=1, max_size=6),
+    st.floats(-1.0, 1.0),
+    st.floats(20.0, 900.0),
+)
+def test_setpoints_rounded_by_the_device_keep_the_site_limit_and_soc_read_to_its_resolution_keeps_the_floor(units_soc_kw, base_sign, export_limit_kw):
+    """The margins of issue 14 item 9: each setpoint as a device with 0.1 kW steps rounds it, and the true SoC
+    anywhere within the register's 0.1 % of the reported one, still keep the site and SoC limits."""
+    units = [unit(f"u{i}", max_discharge_kw=kw, max_charge_kw=kw, energy_kwh=500.0, soc_min=0.1, soc_max=0.9) for i, (_, kw) in enumerate(units_soc_kw)]
+    fl = DispatchFleet.of(Fleet((wholesale_site(export_limit_kw=export_limit_kw, import_limit_kw=export_limit_kw),), tuple(units)))
+    sign = 1.0 if base_sign >= 0 else -1.0
+    force = Override(OverrideKind.FORCE_POWER, START, START + pd.Timedelta(hours=1), "ops", "test", site_id="s1", value=sign * 5000.0)
+    reported = {u.id: seen(round(soc, 3), u.id) for u, (soc, _) in zip(units, units_soc_kw)}
+    step_s = 10.0
+    r = dispatch(fl, NOW, None, reported, [force], step_s=step_s)
+    rounded = np.round(r.power_kw * 10.0) / 10.0  # the device's register: 0.1 kW steps
+    assert -export_limit_kw - 1e-9 <= rounded.sum() <= export_limit_kw + 1e-9
+    for u, p, (soc, _) in zip(units, r.power_kw, units_soc_kw):
+        for true_soc in (round(soc, 3) - 0.001, round(soc, 3) + 0.001):  # anywhere the register's step allows
+            end = true_soc * (1 - u.self_discharge_per_h * step_s / 3600) + (u.eta_charge * max(-p, 0) - max(p, 0) / u.eta_discharge) * step_s / 3600 / u.energy_kwh
+            assert u.soc_min - 1e-9 <= end or p <= 0
+            assert end <= u.soc_max + 1e-9 or p >= 0

@@ -18,9 +18,9 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vpp import safe_yaml
 from vpp.daemon.config import DaemonModel
 from vpp.device_config import DeviceConfig, MqttBrokerConfig
 from vpp.errors import InputError, InputErrors, from_validation_error
@@ -257,6 +257,9 @@ class ConfigModel(_Strict):
     daemon: DaemonModel | None = Field(None, description="settings of `vpp run` (defaults when absent)")
 
 
+OVERRIDE_YEARS = (2000, 2200)  # an override outside these years is a typo (and beyond pandas' range at 2262)
+
+
 class OverrideModel(_Strict):
     kind: Literal["force_power", "unit_out", "soc_floor", "soc_ceiling", "block_product", "fleet_export_cap", "fleet_import_cap"] = Field(description="force_power (unit or site, value kW, + discharge), unit_out, soc_floor / soc_ceiling (unit, value 0..1), block_product (product), fleet_export_cap / fleet_import_cap (value kW)")
     start: datetime = Field(description="when the override takes effect (config timezone unless it carries an offset)")
@@ -270,6 +273,9 @@ class OverrideModel(_Strict):
 
     @model_validator(mode="after")
     def _shape(self) -> OverrideModel:
+        for name in ("start", "end"):
+            if not OVERRIDE_YEARS[0] <= getattr(self, name).year <= OVERRIDE_YEARS[1]:
+                raise ValueError(f"{name} {getattr(self, name)} is outside the years {OVERRIDE_YEARS[0]}-{OVERRIDE_YEARS[1]}")
         if self.end <= self.start:
             raise ValueError(f"override ends ({self.end}) before it starts ({self.start})")
         needs_value = self.kind in ("force_power", "soc_floor", "soc_ceiling", "fleet_export_cap", "fleet_import_cap")
@@ -395,7 +401,7 @@ def load_config(path: str | Path) -> VppConfig:
 
 def load_overrides(path: Path, fleet: Fleet, market: Market, timezone: str) -> tuple[Override, ...]:
     """Parse an overrides file against the fleet and market it applies to (unknown ids are errors)."""
-    raw = read_yaml(path) or {}
+    raw = read_yaml(path, safe_yaml.OVERRIDES) or {}
     try:
         model = OverridesFileModel.model_validate(raw)
     except ValidationError as exc:
@@ -428,16 +434,10 @@ def load_overrides(path: Path, fleet: Fleet, market: Market, timezone: str) -> t
     return tuple(out)
 
 
-def read_yaml(path: Path) -> Any:
-    """A YAML file's content, or an ``InputError`` naming the file and line (shared by every YAML the engine reads)."""
-    if not path.is_file():
-        raise InputError(str(path), "file", str(path.resolve()), "an existing YAML file")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}" if mark else "file"
-        raise InputError(str(path), line, getattr(exc, "problem", str(exc)), "valid YAML") from None
+def read_yaml(path: Path, budget: safe_yaml.Budget = safe_yaml.CONFIG) -> Any:
+    """A YAML file's content, or an ``InputError`` naming the file and line (shared by every YAML the engine
+    reads), bounded in size, nodes, depth and alias expansion (``vpp.safe_yaml``)."""
+    return safe_yaml.read(path, budget)
 
 
 def _build(m: ConfigModel, path: Path, errors: list[InputError]) -> VppConfig | None:

@@ -52,6 +52,12 @@ TOLERANCE_KW = 1e-9  # below this a clamp did not really change the target
 class DispatchSettings:
     stale_after_s: float = 10.0  # telemetry older than this takes the unit out of dispatch
     soc_feedback_gain: float = 0.5  # share of the SoC deviation from plan corrected over one interval
+    # Margins for what a register cannot say exactly. A reported SoC may be off by its resolution (802 SoC is
+    # in 0.1 % steps: 0.5 kWh of a 500 kWh unit, 180 kW over a 10 s setpoint), so the SoC clamp counts it
+    # against the unit; a written setpoint is rounded to the device's power resolution, so each unit may be
+    # off by half of it, and the site and fleet limits keep that much room per unit.
+    soc_resolution: float = 0.001  # fraction; a device that reports a coarser one (Telemetry.soc_resolution) wins
+    setpoint_resolution_kw: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,10 @@ class TickResult:
     power_kw: np.ndarray  # (U,) commanded, + discharge; NaN = unit out of dispatch, no command
     scheduled_kw: np.ndarray  # (U,) the schedule's power for the interval (0 without schedule)
     reasons: tuple[str, ...]  # why each command differs from the schedule ("" = it does not)
+    in_dispatch: np.ndarray | None = None  # (U,) bool: eligible and not under unit_out (a unit_out unit is sent 0 W)
+
+    def dispatched(self) -> np.ndarray:
+        return self.in_dispatch if self.in_dispatch is not None else ~np.isnan(self.power_kw)
 
     def setpoints(self, valid_s: float) -> list[Setpoint]:
         """The commands to write, each with the revert timeout the device falls back on."""
@@ -141,7 +151,7 @@ def dispatch(
     reasons = [[] for _ in range(n)]
     active = [o for o in overrides if pd.Timestamp(o.start) <= now_ts < pd.Timestamp(o.end)]
 
-    soc, eligible, reported_ch, reported_dis = _read_telemetry(fleet, now_ts, telemetry, settings, reasons)
+    soc, soc_res, eligible, reported_ch, reported_dis = _read_telemetry(fleet, now_ts, telemetry, settings, reasons)
     factor = _availability(fleet, now_ts)
     eligible &= factor > 0
     for i in np.flatnonzero(factor <= 0):
@@ -160,16 +170,18 @@ def dispatch(
                 soc_lo[i] = max(soc_lo[i], float(o.value))
             else:
                 soc_hi[i] = min(soc_hi[i], float(o.value))
-    soc_ch, soc_dis = soc_power_limits(
-        np.nan_to_num(soc),
-        energy_kwh=fleet.energy_kwh,
-        soc_min=soc_lo,
-        soc_max=soc_hi,
-        eta_charge=fleet.eta_charge,
-        eta_discharge=fleet.eta_discharge,
-        self_discharge_per_h=fleet.self_discharge_per_h,
-        dt_h=step_h,
-    )
+    limits = {
+        "energy_kwh": fleet.energy_kwh,
+        "soc_min": soc_lo,
+        "soc_max": soc_hi,
+        "eta_charge": fleet.eta_charge,
+        "eta_discharge": fleet.eta_discharge,
+        "self_discharge_per_h": fleet.self_discharge_per_h,
+        "dt_h": step_h,
+    }
+    known = np.nan_to_num(soc)
+    soc_ch, _ = soc_power_limits(np.minimum(known + soc_res, 1.0), **limits)  # it may be that much fuller
+    _, soc_dis = soc_power_limits(np.maximum(known - soc_res, 0.0), **limits)  # or emptier
     hi = np.minimum.reduce([fleet.max_discharge_kw * factor, reported_dis, soc_dis])
     lo = -np.minimum.reduce([fleet.max_charge_kw * factor, reported_ch, soc_ch])
     hi[~eligible | unit_out] = 0.0
@@ -180,13 +192,24 @@ def dispatch(
 
     # Step 5: site limits, then fleet caps.
     base = np.zeros(len(fleet.site_ids)) if site_base_kw is None else np.asarray(site_base_kw, dtype=float)
-    power = _site_limits(fleet, power, lo, hi, forced, base, reasons)
-    power = np.clip(_fleet_caps(fleet, active, power, lo, hi, forced, base, reasons), lo, hi)  # clip: rounding only
+    margin = np.bincount(fleet.unit_site, np.where(eligible, settings.setpoint_resolution_kw / 2.0, 0.0), len(fleet.site_ids))
+    power = _site_limits(fleet, power, lo, hi, forced, base, margin, reasons)
+    power = np.clip(_fleet_caps(fleet, active, power, lo, hi, forced, base, margin.sum(), reasons), lo, hi)  # clip: rounding only
 
     power[~eligible] = np.nan
     for i in np.flatnonzero(unit_out & eligible):
         reasons[i].append("override unit_out")
-    return TickResult(now, interval, fleet.unit_ids, power, scheduled, tuple("; ".join(dict.fromkeys(r)) for r in reasons))
+    return TickResult(now, interval, fleet.unit_ids, power, scheduled, tuple("; ".join(dict.fromkeys(r)) for r in reasons), eligible & ~unit_out)
+
+
+def write_first(fleet: DispatchFleet, power_kw: np.ndarray, last_kw: np.ndarray, site_base_kw: np.ndarray | None = None) -> np.ndarray:
+    """(U,) bool: the setpoints to write (and see acknowledged) before the others, so that no site passes
+    its limit while its units are written one after another. Where a site's new net flow is export, the
+    units that decrease go first; where it is import, the ones that increase. ``last_kw`` NaN = 0 W."""
+    new, last = np.nan_to_num(power_kw), np.nan_to_num(last_kw)
+    base = np.zeros(len(fleet.site_ids)) if site_base_kw is None else np.asarray(site_base_kw, dtype=float)
+    exporting = (np.bincount(fleet.unit_site, new, len(fleet.site_ids)) - base)[fleet.unit_site] >= 0
+    return np.where(exporting, new <= last, new >= last)
 
 
 def _read_telemetry(fleet: DispatchFleet, now: pd.Timestamp, telemetry: Mapping[str, Telemetry | None], settings: DispatchSettings, reasons: list[list[str]]):
@@ -195,6 +218,7 @@ def _read_telemetry(fleet: DispatchFleet, now: pd.Timestamp, telemetry: Mapping[
     eligible = np.zeros(n, dtype=bool)
     reported_ch = np.full(n, np.inf)
     reported_dis = np.full(n, np.inf)
+    soc_res = np.full(n, settings.soc_resolution)
     for i, uid in enumerate(fleet.unit_ids):
         t = telemetry.get(uid)
         if t is None:
@@ -210,11 +234,13 @@ def _read_telemetry(fleet: DispatchFleet, now: pd.Timestamp, telemetry: Mapping[
         else:
             eligible[i] = True
             soc[i] = t.soc
+            if t.soc_resolution is not None and t.soc_resolution > soc_res[i]:
+                soc_res[i] = t.soc_resolution
             if t.max_charge_kw is not None:
                 reported_ch[i] = max(t.max_charge_kw, 0.0)
             if t.max_discharge_kw is not None:
                 reported_dis[i] = max(t.max_discharge_kw, 0.0)
-    return soc, eligible, reported_ch, reported_dis
+    return soc, soc_res, eligible, reported_ch, reported_dis
 
 
 def _availability(fleet: DispatchFleet, now: pd.Timestamp) -> np.ndarray:
@@ -295,12 +321,15 @@ def _forced(fleet: DispatchFleet, active: list[Override], target: np.ndarray, re
     return forced, target
 
 
-def _site_limits(fleet, power, lo, hi, forced, base, reasons):
-    """Keep each site's net export (battery sum − base) within [−import, export]."""
+def _site_limits(fleet, power, lo, hi, forced, base, margin, reasons):
+    """Keep each site's net export (battery sum − base) within [−import, export], less ``margin`` for the
+    setpoints' rounding; the margin never asks more of the batteries than idling (which rounds exactly)."""
     n_sites = len(fleet.site_ids)
     net = np.bincount(fleet.unit_site, power, n_sites) - base
-    over = np.maximum(net - fleet.export_limit_kw, 0.0)
-    under = np.maximum(-fleet.import_limit_kw - net, 0.0)
+    export_kw = np.maximum(fleet.export_limit_kw - margin, np.minimum(fleet.export_limit_kw, -base))
+    import_kw = np.maximum(fleet.import_limit_kw - margin, np.minimum(fleet.import_limit_kw, base))
+    over = np.maximum(net - export_kw, 0.0)
+    under = np.maximum(-import_kw - net, 0.0)
     before = power.copy()
     power = _shift(power, lo, fleet.unit_site, over, forced, down=True)
     power = _shift(power, hi, fleet.unit_site, under, forced, down=False)
@@ -309,7 +338,7 @@ def _site_limits(fleet, power, lo, hi, forced, base, reasons):
     return power
 
 
-def _fleet_caps(fleet, active, power, lo, hi, forced, base, reasons):
+def _fleet_caps(fleet, active, power, lo, hi, forced, base, margin, reasons):
     """Fleet export cap: the sum of the sites' exports; import cap likewise (as the optimizer models them)."""
     n_sites = len(fleet.site_ids)
     before = power.copy()
@@ -318,7 +347,8 @@ def _fleet_caps(fleet, active, power, lo, hi, forced, base, reasons):
         if not caps:
             continue
         net = sign * (np.bincount(fleet.unit_site, power, n_sites) - base)  # > 0: flow in the capped direction
-        excess = np.maximum(net, 0.0).sum() - min(caps)
+        idle = np.maximum(-sign * base, 0.0).sum()  # the capped flow with every battery at 0 W
+        excess = np.maximum(net, 0.0).sum() - max(min(caps) - margin, min(min(caps), idle))
         if excess <= 0:
             continue
         room = np.abs(np.bincount(fleet.unit_site, power - bound, n_sites))

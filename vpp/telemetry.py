@@ -31,6 +31,7 @@ class Telemetry:
     max_discharge_kw: float | None = None  # currently allowed discharge power
     state: UnitState = UnitState.UNKNOWN
     faults: tuple[str, ...] = field(default_factory=tuple)
+    soc_resolution: float | None = None  # fraction: the step of the register SoC came from, when known
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ file, and replaces the file atomically.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 import socket
@@ -32,6 +33,21 @@ if TYPE_CHECKING:
     from vpp.daemon.app import Daemon
 
 MAX_BODY_BYTES = 1_000_000
+PUT_TIMEOUT_S = 10.0
+
+
+async def _body(request: Request, limit: int) -> bytes | None:
+    """The request body, or ``None`` past ``limit`` bytes (read no further: a huge body never sits in memory)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def override_json(o: Override) -> dict[str, Any]:
@@ -65,12 +81,10 @@ def build_app(daemon: Daemon) -> FastAPI:
             raise HTTPException(401, "wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     @app.get("/healthz")
-    def healthz() -> JSONResponse:
-        last = daemon.control.last
-        age = (daemon.clock.wall() - last.wall).total_seconds() if last is not None else None
-        healthy = age is not None and age <= 3 * daemon.settings.tick_s + 1.0
-        body = {"status": "ok" if healthy else "unhealthy", "last_tick_age_s": age}
-        return JSONResponse(body, status_code=200 if healthy else 503)
+    def healthz(strict: bool = False) -> JSONResponse:
+        body = health(daemon)
+        bad = body["status"] == "unhealthy" or (strict and body["status"] != "ok")
+        return JSONResponse(body, status_code=503 if bad else 200)
 
     @app.get("/status")
     def status() -> dict[str, Any]:
@@ -101,19 +115,26 @@ def build_app(daemon: Daemon) -> FastAPI:
 
     @app.put("/overrides", dependencies=[Depends(authorized)])
     async def put_overrides(request: Request) -> JSONResponse:
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            raise HTTPException(413, f"overrides body larger than {MAX_BODY_BYTES} bytes")
+        watcher = daemon.watcher
+        raw = await _body(request, MAX_BODY_BYTES)
+        if raw is None:
+            message = f"overrides body larger than {MAX_BODY_BYTES} bytes"
+            watcher.reject("api", [f"PUT /overrides: {message}"])
+            raise HTTPException(413, message)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
+            watcher.reject("api", ["PUT /overrides: body is not UTF-8 text"])
             raise HTTPException(400, "overrides body is not UTF-8 text") from None
-        try:
-            overrides = daemon.watcher.replace(text)
+        try:  # a thread (file I/O), bounded in time: the control tick keeps the loop
+            overrides = await asyncio.wait_for(asyncio.to_thread(watcher.replace, text), PUT_TIMEOUT_S)
         except OverridesRejected as err:
             return JSONResponse({"errors": err.errors}, status_code=422)
         except RuntimeError as err:
             raise HTTPException(409, str(err)) from None
+        except TimeoutError:
+            watcher.reject("api", [f"PUT /overrides: not validated within {PUT_TIMEOUT_S:g} s"])
+            raise HTTPException(503, "overrides not validated in time; nothing changed") from None
         daemon.overrides_changed()
         return JSONResponse({"overrides": [override_json(o) for o in overrides]})
 
@@ -124,19 +145,47 @@ def build_app(daemon: Daemon) -> FastAPI:
     return app
 
 
+def health(daemon: Daemon) -> dict[str, Any]:
+    """``unhealthy`` (503) when ticks stopped; ``degraded`` (200, or 503 with ``?strict=true``) when ticks run but
+    fewer units are in dispatch than configured or no schedule covers now; else ``ok``."""
+    from vpp.daemon.app import STALL_TICKS
+
+    age = daemon.control.tick_age_s()
+    last = daemon.control.last
+    limit = STALL_TICKS * daemon.settings.tick_s + 1.0
+    reasons: list[str] = []
+    in_dispatch = None
+    if age is None or last is None:
+        reasons.append("no control tick has finished yet")
+    elif age > limit:
+        reasons.append(f"no control tick for {age:.1f} s (limit {limit:.1f} s)")
+    if last is not None:
+        dispatched = last.result.dispatched()
+        in_dispatch = int(dispatched.sum())
+        if in_dispatch < len(dispatched):
+            out = [f"{uid} ({last.result.reasons[i] or 'out'})" for i, uid in enumerate(last.result.unit_ids) if not dispatched[i]]
+            reasons.append(f"{in_dispatch} of {len(dispatched)} units in dispatch; out: {', '.join(out)}")
+        if last.result.interval is None:
+            reasons.append("no schedule covers now: units idle at 0 W")
+    unhealthy = age is None or last is None or age > limit
+    status = "unhealthy" if unhealthy else "degraded" if reasons else "ok"
+    return {"status": status, "reasons": reasons, "last_tick_age_s": age, "units": len(daemon.cfg.units), "in_dispatch": in_dispatch}
+
+
 def daemon_status(daemon: Daemon) -> dict[str, Any]:
     wall = daemon.clock.wall()
     now = daemon.clock.to_sim(wall)
     last = daemon.control.last
     result = last.result if last is not None else None
     units = {}
+    dispatched = result.dispatched() if result is not None else None
     for i, unit in enumerate(daemon.cfg.units):
         t = daemon.state.telemetry(unit.id)
         h = daemon.state.health(unit.id)
         written = daemon.control.written_at.get(unit.id)
         units[unit.id] = {
             "site": unit.site_id,
-            "in_dispatch": bool(result is not None and not np.isnan(result.power_kw[i])),
+            "in_dispatch": bool(dispatched is not None and dispatched[i]),
             "commanded_kw": _num(float(result.power_kw[i])) if result is not None else None,
             "scheduled_kw": float(result.scheduled_kw[i]) if result is not None else None,
             "reason": result.reasons[i] if result is not None else "no tick yet",
@@ -161,7 +210,8 @@ def daemon_status(daemon: Daemon) -> dict[str, Any]:
         "market_time": now.isoformat(),
         "clock_speed": daemon.clock.speed,
         "interval": result.interval.isoformat() if result is not None and result.interval is not None else None,
-        "tick": {"count": daemon.control.ticks, "duration_s": last.duration_s if last else None, "written": last.written if last else 0},
+        "tick": {"count": daemon.control.ticks, "duration_s": last.duration_s if last else None, "written": last.written if last else 0, "age_s": daemon.control.tick_age_s(), "longest_gap_s": daemon.control.longest_gap_s},
+        "health": health(daemon),
         "schedule": {
             "id": held.id,
             "created_at": held.created_at.isoformat() if held.created_at is not None else None,

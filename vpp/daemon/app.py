@@ -22,16 +22,12 @@ import asyncio
 import logging
 import math
 import signal
+import time
 from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from apscheduler.events import (
-    EVENT_JOB_MAX_INSTANCES,
-    EVENT_JOB_MISSED,
-    JobExecutionEvent,
-)
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -39,8 +35,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from adapters.fleet import DeviceFleet
 from adapters.poller import FleetPoller
 from vpp.config import VppConfig, load_config, to_utc
-from vpp.daemon import api
-from vpp.daemon.clock import Clock
+from vpp.daemon import api, orphans
+from vpp.daemon.clock import Clock, market_clock
 from vpp.daemon.config import DaemonModel
 from vpp.daemon.control import ControlLoop, ScheduleInForce
 from vpp.daemon.metrics import Metrics
@@ -54,16 +50,19 @@ from vpp.daemon.reoptimize import (
     solve,
 )
 from vpp.daemon.settle import Settler
+from vpp.daemon.stall import StallWatch
 from vpp.daemon.store import Store, override_audit
 from vpp.daemon.watch import FileVersion, OverridesWatcher
 from vpp.db import open_database
 from vpp.dispatch import DispatchFleet, DispatchSettings
 from vpp.errors import InputError, InputErrors
 from vpp.fleet_state import FleetState
+from vpp.telemetry import UnitState
 from vpp.timeseries import profile_on
 
 log = logging.getLogger(__name__)
 
+STALL_TICKS = 3  # no tick finished for this many periods (+1 s): unhealthy, and the stall watch says so
 CONFIG_CHECK_S = 2.0  # how often the config file is checked for edits (a stat; parsed only when it changed)
 
 
@@ -72,7 +71,6 @@ class Daemon:
         d = self.settings = cfg.daemon or DaemonModel()
         self.cfg = cfg
         where = str(cfg.path)
-        self.clock = clock or Clock.create(d.clock.speed, to_utc(d.clock.sim_start, cfg.timezone) if d.clock.sim_start else None, d.clock.wall_start)
         self.interval = cfg.interval
         self.downsample = pd.Timedelta(seconds=d.telemetry_downsample_s)
         if self.interval % self.downsample != pd.Timedelta(0):
@@ -81,8 +79,11 @@ class Daemon:
         self.reopt_every = pd.Timedelta(minutes=d.reoptimize_every_min) if d.reoptimize_every_min is not None else self.interval
         self.token = d.api.resolve_token(cfg.path.parent, where)
         self.metrics = Metrics()
+        orphans.sweep(cfg.path)
+        orphans.mark_children(cfg.path)
         self.store = Store(open_database(d.database_target(cfg.path)))
-        self.settler = Settler(cfg, self.store, self.clock, d.tick_s, self.metrics.settled_intervals.inc)
+        self.clock = clock or market_clock(d.clock.speed, to_utc(d.clock.sim_start, cfg.timezone) if d.clock.sim_start else None, d.clock.wall_start, self.store)
+        self.settler = Settler(cfg, self.store, self.clock, self.metrics.settled_intervals.inc)
         self.state = FleetState(u.id for u in cfg.units)
         self.devices = DeviceFleet(cfg.units, cfg.mqtt, cfg.path.parent, self.state)
         self.poller = FleetPoller(list(self.devices.adapters.values()), self.state, d.poll_s)
@@ -105,11 +106,15 @@ class Daemon:
             interval=self.interval,
             downsample=self.downsample,
             site_base=self._site_base,
-            on_availability=lambda out: self.request_reoptimization("units out of dispatch changed"),
+            on_availability=lambda out: self._planning and self.request_reoptimization("units out of dispatch changed"),
             on_overrides=self.overrides_changed,
             on_interval_closed=lambda start: self.store.submit(self.settler.catch_up, self.clock.now()),
         )
+        self.stall_watch = StallWatch(self.control.tick_age_s, limit_s=STALL_TICKS * d.tick_s + 1.0)
+        started = time.monotonic()
+        self.metrics.tick_age.set_function(lambda: a if (a := self.control.tick_age_s()) is not None else time.monotonic() - started)
         self.stop_event = asyncio.Event()
+        self._planning = False  # set with the start-up solve: availability seen before it is what that solve plans on
         self.last_solve: dict[str, Any] = {"outcome": None}
         self._tick_lock = asyncio.Lock()
         self._reopt_task: asyncio.Task | None = None
@@ -154,10 +159,12 @@ class Daemon:
         reopt_start = boundary + pd.Timedelta(seconds=d.tick_s / 2)
         scheduler.add_job(self._periodic_reoptimization, IntervalTrigger(seconds=reopt_wall_s, start_date=reopt_start.to_pydatetime()), id="reoptimize", misfire_grace_time=None)
         scheduler.add_job(self._check_config, IntervalTrigger(seconds=CONFIG_CHECK_S), id="config", misfire_grace_time=None)
-        scheduler.add_listener(self._missed, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         scheduler.start()  # dispatch starts now, on the restored schedule if there is one
+        self.stall_watch.start()
         await asyncio.to_thread(self.reoptimizer.start)  # the first worker imports the optimizer: not on the loop
         self._arm_gate_closure()
+        await self._first_look()
+        self._planning = True
         self.request_reoptimization("start")
         self.store.submit(self.settler.catch_up, started_at)
         notify("READY=1")
@@ -165,6 +172,23 @@ class Daemon:
         if watchdog_s is not None and watchdog_s < d.tick_s:
             log.warning("systemd WatchdogSec/2 = %.1f s is shorter than tick_s %.1f s: raise WatchdogSec", watchdog_s, d.tick_s)
         log.info("daemon started name=%s units=%d adapters=%d tick_s=%g market_interval=%s clock_speed=%g api=%s:%d", self.cfg.name, len(self.cfg.units), len(self.devices.adapters), d.tick_s, self.interval, self.clock.speed, d.api.host, d.api.port)
+
+    async def _first_look(self) -> None:
+        """Wait (at most ``stale_after_s``) until every unit has been heard from and one tick has seen them,
+        so the start-up solve plans with the units that are really there. Solving at once would plan every
+        unit out, and their coming in a moment later would trigger a second solve."""
+        deadline = time.monotonic() + self.settings.stale_after_s
+        while time.monotonic() < deadline and not all(self._heard(u.id) for u in self.cfg.units):
+            await asyncio.sleep(0.05)
+        try:
+            await asyncio.wait_for(self.control.ticked.wait(), max(deadline - time.monotonic(), 2 * self.settings.tick_s))
+        except TimeoutError:
+            pass
+
+    def _heard(self, unit_id: str) -> bool:
+        """The unit answered in order, or failed twice in a row (a dead unit must not hold up the first plan)."""
+        t = self.state.telemetry(unit_id)
+        return t is not None and (t.state is UnitState.OK or self.state.health(unit_id).consecutive_failures >= 2)
 
     async def shutdown(self) -> None:
         log.info("daemon stopping")
@@ -188,6 +212,7 @@ class Daemon:
                 task.cancel()
         await asyncio.gather(*self._tasks, *([self._reopt_task] if self._reopt_task else []), return_exceptions=True)
         self.reoptimizer.close()
+        self.stall_watch.stop()
         if self._devices_started:
             await self.devices.stop()
         await asyncio.to_thread(self.store.close)
@@ -196,8 +221,7 @@ class Daemon:
     # ------------------------------------------------------------ jobs
 
     async def _tick(self) -> None:
-        if self._tick_lock.locked():
-            self.metrics.tick_overruns.inc()
+        if self._tick_lock.locked():  # the previous tick still runs: this period is counted as an overrun by the next
             return
         async with self._tick_lock:
             try:
@@ -206,7 +230,8 @@ class Daemon:
                 log.exception("control tick failed")
 
     async def _periodic_reoptimization(self) -> None:
-        self.request_reoptimization("periodic")
+        if self._planning:  # the start-up solve comes first
+            self.request_reoptimization("periodic")
 
     async def _gate_closure(self) -> None:
         self.request_reoptimization("gate closure")
@@ -244,10 +269,6 @@ class Daemon:
         self.reoptimizer.reconfigure(cfg)
         log.info("config change applied: new DR events %s", ", ".join(new_events) or "none")
         self.request_reoptimization(f"config changed (new DR events: {', '.join(new_events)})" if new_events else "config changed")
-
-    def _missed(self, event: JobExecutionEvent) -> None:
-        if event.job_id == "tick":
-            self.metrics.tick_overruns.inc()
 
     # ------------------------------------------------------------ re-optimization
 

@@ -23,11 +23,12 @@ import pandas as pd
 from adapters.base import DeviceAdapter
 from vpp.daemon import store as tables
 from vpp.daemon.clock import Clock
+from vpp.daemon.energy import EnergyBuckets, flowing_power
 from vpp.daemon.metrics import Metrics
 from vpp.daemon.notify import Watchdog, watchdog_period_s
 from vpp.daemon.store import Store, bucket_rows
 from vpp.daemon.watch import OverrideActivity, OverridesWatcher, audit_row
-from vpp.dispatch import DispatchFleet, DispatchSettings, TickResult, dispatch
+from vpp.dispatch import DispatchFleet, DispatchSettings, TickResult, dispatch, write_first
 from vpp.fleet_state import FleetState
 from vpp.schedule import Schedule
 from vpp.telemetry import Setpoint, Telemetry
@@ -35,6 +36,7 @@ from vpp.telemetry import Setpoint, Telemetry
 log = logging.getLogger(__name__)
 
 DEADBAND_KW = 0.01
+STALL_PERIODS = 1.5  # a gap between two finished ticks longer than this many periods is a stall
 
 
 @dataclass
@@ -114,11 +116,16 @@ class ControlLoop:
         self.watchdog = Watchdog(min(1.0, watchdog_period_s() or 1.0))
         self.last: TickRecord | None = None
         self.ticks = 0
+        self.completed_at: float | None = None  # time.monotonic() when the last tick finished (the stall detector's)
+        self.longest_gap_s = 0.0
+        self._slot: int | None = None  # the tick period (since the first tick, rounded) the last tick started in
+        self._first_started: float | None = None
         self.written_at: dict[str, pd.Timestamp] = {}  # wall time of each unit's last successful write
         self.out: frozenset[str] | None = None
         self.ticked = asyncio.Event()  # set after every tick (tests and the bench wait on it)
         n = len(dfleet.unit_ids)
         self._bucket = TelemetryBucket.empty(None, n)
+        self._energy = EnergyBuckets(dfleet.unit_ids, downsample, pd.Timedelta(seconds=self.step_s * clock.speed))
         self._interval: pd.Timestamp | None = None
         self._recorded: dict[str, tuple] = {}
         self._write_failing: dict[str, str] = {}  # unit -> error of its current run of failed writes
@@ -129,18 +136,21 @@ class ControlLoop:
         self._measured = np.full(n, np.nan)
 
     async def tick(self) -> TickRecord:
+        self._count_missed()
         started = time.perf_counter()
         wall = self.clock.wall()
         now = self.clock.to_sim(wall)
-        if self.watcher.poll():
+        if await self.watcher.refresh():
             self.on_overrides()
         overrides = self.watcher.current
         telemetry = self._telemetry(now - wall)
         schedule, schedule_id = self.schedule.schedule, self.schedule.id  # a solve may land while we write
         result = dispatch(self.dfleet, now.to_pydatetime(), schedule, telemetry, overrides, site_base_kw=self.site_base(now), step_s=self.step_s, settings=self.settings)
         setpoints = [replace(sp, issued_at=wall.to_pydatetime()) for sp in result.setpoints(self.valid_s)]
+        first = dict(zip(self.dfleet.unit_ids, write_first(self.dfleet, result.power_kw, self._last_kw, self.site_base(now))))
         decided = time.perf_counter()
-        errors = await self._write(setpoints, wall)
+        errors = await self._write([sp for sp in setpoints if first[sp.unit_id]], wall)  # toward the limits' safe side first
+        errors |= await self._write([sp for sp in setpoints if not first[sp.unit_id]], wall)
         duration = time.perf_counter() - started
 
         self._record(result, schedule_id, wall, now, errors)
@@ -149,6 +159,7 @@ class ControlLoop:
         self._observe(result, duration, len(setpoints) - len(errors))
         self._track_interval(now)
         self.last = TickRecord(result, wall, duration, decided - started, len(setpoints) - len(errors), errors)
+        self._completed()
         self.ticks += 1
         self.watchdog.feed()
         self.ticked.set()
@@ -158,6 +169,8 @@ class ControlLoop:
     async def zero_all(self) -> int:
         """Shutdown: command 0 W to every unit that answers (a unit out of reach reverts by its own timer)."""
         wall = self.clock.wall()
+        if self.last is not None:  # the units ran their last commands until now: that energy flowed too
+            self._energy.add(self.clock.to_sim(wall), np.nan_to_num(self.last.result.power_kw), self.last.result.dispatched())
         setpoints = [Setpoint(uid, 0.0, wall.to_pydatetime(), self.valid_s) for uid in self.adapters]
         errors = await self._write(setpoints, wall)
         for uid, err in errors.items():
@@ -230,33 +243,41 @@ class ControlLoop:
             self.store.submit(self.store.insert, tables.override_audit, [audit_row(event, self.watcher.source, wall, now, o) for event, o in events])
 
     def _sample(self, now: pd.Timestamp, telemetry: Mapping[str, Telemetry | None], result: TickResult) -> None:
-        """Add this tick's measured power and SoC (units in dispatch only) to the telemetry bucket."""
-        start = now.floor(self.downsample)
-        if self._bucket.start != start:
-            self._flush_bucket()
-            self._bucket = TelemetryBucket.empty(start, len(self.dfleet.unit_ids))
-        fresh = ~np.isnan(result.power_kw)
+        """Credit the energy that flowed since the last tick; add this tick's measured power and SoC (units in
+        dispatch only) to the telemetry bucket."""
         power = np.array([_num(t.power_kw) if t is not None else np.nan for t in telemetry.values()])
         soc = np.array([_num(t.soc) if t is not None else np.nan for t in telemetry.values()])
-        self._bucket.add(np.where(fresh, power, np.nan), np.where(fresh, soc, np.nan))
+        fresh = np.array([t is not None and (now - pd.Timestamp(t.timestamp)).total_seconds() <= self.settings.stale_after_s for t in telemetry.values()])
+        self._energy.add(now, flowing_power(power, fresh, result.power_kw), result.dispatched())
+        start = now.floor(self.downsample)
+        if self._bucket.start != start:
+            self._flush_bucket(now)
+            self._bucket = TelemetryBucket.empty(start, len(self.dfleet.unit_ids))
+        commanded = ~np.isnan(result.power_kw)
+        self._bucket.add(np.where(commanded, power, np.nan), np.where(commanded, soc, np.nan))
         self._measured = power
 
-    def _flush_bucket(self) -> None:
+    def _flush_bucket(self, now: pd.Timestamp | None = None) -> None:
+        """Store the telemetry bucket in progress and the energy of the buckets that closed by ``now``
+        (every open one without ``now``: shutdown)."""
         b = self._bucket
         if b.start is not None and b.samples.any():
             self.store.submit(self.store.insert, tables.telemetry, bucket_rows(b.start, self.dfleet.unit_ids, b.power_sum, b.soc_first, b.soc_last, b.samples))
         self._bucket = TelemetryBucket.empty(None, len(self.dfleet.unit_ids))
+        energy = self._energy.closed(now) if now is not None else self._energy.drain()
+        if energy:
+            self.store.submit(self.store.insert, tables.energy, energy)
 
     def _observe(self, result: TickResult, duration: float, written: int) -> None:
         m = self.metrics
         m.ticks.inc()
         m.tick_duration.observe(duration)
-        if duration > self.tick_s:
-            m.tick_overruns.inc()
+        if duration > self.tick_s:  # counted as an overrun when the next tick finds its period gone
             log.warning("control tick overrun duration_s=%.3f period_s=%.3f", duration, self.tick_s)
         m.setpoints_written.inc(written)
-        available = ~np.isnan(result.power_kw)
-        self._last_kw = np.where(available, result.power_kw, self._last_kw)
+        available = result.dispatched()
+        m.units_in_dispatch.set(int(available.sum()))
+        self._last_kw = np.where(np.isnan(result.power_kw), self._last_kw, result.power_kw)
         deviation = self._measured - self._last_kw
         for i, uid in enumerate(result.unit_ids):
             self._available[i].set(1.0 if available[i] else 0.0)
@@ -275,11 +296,37 @@ class ControlLoop:
             self.on_availability(out)
         self.out = out
 
+    def tick_age_s(self) -> float | None:
+        """Seconds since the last tick finished, by the monotonic clock: what a stall shows as, whatever the
+        scheduler did with the ticks it could not run (APScheduler coalesces them silently)."""
+        return None if self.completed_at is None else time.monotonic() - self.completed_at
+
+    def _count_missed(self) -> None:
+        """Every tick period in which no tick started is an overrun: one skipped because the previous tick
+        still ran, one the scheduler coalesced after a stall, one lost while the event loop was blocked."""
+        now = time.monotonic()
+        if self._first_started is None:
+            self._first_started = now
+        slot = round((now - self._first_started) / self.tick_s)  # from the first tick: jitter must reach half a period
+        if self._slot is not None and slot - self._slot > 1:
+            self.metrics.tick_overruns.inc(slot - self._slot - 1)
+        self._slot = slot
+
+    def _completed(self) -> None:
+        now = time.monotonic()
+        if self.completed_at is not None:
+            gap = now - self.completed_at
+            self.longest_gap_s = max(self.longest_gap_s, gap)
+            if gap > STALL_PERIODS * self.tick_s:
+                self.metrics.tick_stalls.inc()
+                log.warning("control tick stalled gap_s=%.3f period_s=%.3f", gap, self.tick_s)
+        self.completed_at = now
+
     def _track_interval(self, now: pd.Timestamp) -> None:
         current = now.floor(self.interval)
         previous, self._interval = self._interval, current
         if previous is not None and current > previous:
-            self._flush_bucket()  # the closed interval's last bucket, before it is settled
+            self._flush_bucket(now)  # the closed interval's last bucket, before it is settled
             self.on_interval_closed(previous)
 
 

@@ -18,8 +18,11 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
         self.tick_duration = Histogram("vpp_tick_duration_seconds", "Control tick: telemetry to setpoints written", buckets=TICK_BUCKETS, registry=r)
-        self.tick_overruns = Counter("vpp_tick_overruns_total", "Control ticks that outlasted their period or were skipped", registry=r)
+        self.tick_overruns = Counter("vpp_tick_overruns_total", "Control ticks that outlasted their period, were skipped, or were missed in a stall", registry=r)
         self.ticks = Counter("vpp_ticks_total", "Control ticks run", registry=r)
+        self.tick_stalls = Counter("vpp_tick_stalls_total", "Gaps of more than 1.5 periods between two finished ticks", registry=r)
+        self.tick_age = Gauge("vpp_tick_age_seconds", "Wall seconds since the last control tick finished (monotonic clock)", registry=r)
+        self.units_in_dispatch = Gauge("vpp_units_in_dispatch", "Units in dispatch at the last tick", registry=r)
         self.solve_duration = Histogram("vpp_solve_duration_seconds", "Re-optimization wall time, worker included", buckets=SOLVE_BUCKETS, registry=r)
         self.solves = Counter("vpp_solves_total", "Re-optimizations by outcome", ["outcome"], registry=r)
         self.unit_available = Gauge("vpp_unit_available", "1 if the unit is in dispatch", ["unit"], registry=r)

@@ -2,7 +2,8 @@
 
 The solve runs in a one-worker ``ProcessPoolExecutor`` (forkserver: the
 daemon has threads, and a fork would copy their locks). The worker gets the
-config once, at start-up. A solve that outlasts ``time_limit_s`` is abandoned:
+config once, at start-up. The forkserver and the worker die with the daemon
+(``vpp.daemon.orphans``). A solve that outlasts ``time_limit_s`` is abandoned:
 the worker is killed, the pool is replaced (warmed up in the background), and
 the caller keeps the last good schedule. HiGHS is also given a time limit a
 little shorter, so it normally stops by itself with its best solution.
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from vpp.config import VppConfig
+from vpp.daemon.orphans import die_with_parent
 from vpp.markets import Market
 from vpp.overrides import Override, OverrideKind
 from vpp.schedule import Schedule, SolverOptions
@@ -34,6 +36,7 @@ _CONFIG: VppConfig | None = None  # the worker's copy, set once by _init_worker
 
 def _init_worker(cfg: VppConfig) -> None:
     global _CONFIG
+    die_with_parent()  # the forkserver; it dies with the daemon (vpp.daemon.orphans)
     _CONFIG = cfg
 
 
@@ -112,7 +115,7 @@ class Reoptimizer:
     def _pool_now(self) -> ProcessPoolExecutor:
         if self._pool is None:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["optimizers.api", "vpp.daemon.reoptimize"])
+            context.set_forkserver_preload(["vpp.daemon.forkserver_init", "optimizers.api", "vpp.daemon.reoptimize"])
             self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker, initargs=(self.cfg,))
         return self._pool
 

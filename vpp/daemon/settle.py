@@ -1,9 +1,13 @@
 """Settling closed market intervals from what the daemon recorded, once each, across crashes.
 
-After an interval closes, its metered mean power and SoC per unit come from
-the downsampled telemetry (every stored bucket, weighted by its samples, so a
-bucket split by a restart still averages right), the reserve each unit held
-from the schedule in force, and the prices from the config. ``vpp.settlement``
+After an interval closes, each unit's mean power is the energy that flowed in it
+(``daemon_energy``: measured power integrated over the time the daemon saw, 0
+where the unit was out and silent or the daemon was down; ``vpp.daemon.energy``)
+over the interval's length, its SoC at the ends comes from the downsampled
+telemetry, the reserve it held from the schedule in force × the share of the
+interval it was in dispatch, and the prices from the config. An interval the
+daemon saw only in part is settled on what is known and flagged
+(``daemon_settled_intervals.coverage`` < 1, and a warning). ``vpp.settlement``
 turns that into amounts and ``vpp.ledger.store.record_settlements`` stores them
 in one transaction, keyed by unit × interval × stream. Each interval is settled
 on its own (so per-horizon streams never depend on how intervals were
@@ -34,14 +38,14 @@ from vpp.settlement import settle
 
 log = logging.getLogger(__name__)
 
+COMPLETE = 1.0 - 1e-6  # coverage below this: the interval is flagged as settled on what is known
+
 
 class Settler:
-    def __init__(self, cfg: VppConfig, store: Store, clock: Clock, tick_s: float, on_settled: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, cfg: VppConfig, store: Store, clock: Clock, on_settled: Callable[[], None] = lambda: None) -> None:
         self.cfg, self.store, self.clock, self.on_settled = cfg, store, clock, on_settled
         self.unit_ids = tuple(u.id for u in cfg.units)
         self.energy_kwh = np.array([u.energy_kwh for u in cfg.units])
-        wall_interval_s = clock.wall_seconds(cfg.interval.total_seconds())
-        self.expected_samples = max(wall_interval_s / tick_s - 1.0, 1.0)  # ticks a unit in dispatch all along contributes
         self._schedules: dict[int, Schedule] = {}
 
     def catch_up(self, now: pd.Timestamp) -> int:
@@ -64,7 +68,7 @@ class Settler:
             return 0
         end = start + self.cfg.interval
         index = pd.date_range(start, periods=1, freq=self.cfg.interval)
-        power, soc, held = self._metered(start, end)
+        power, soc, held, coverage = self._metered(start, end)
         schedule = self._schedule_for(start, end)
         reserve, dr = self._held(schedule, start, held)
         problem = build_problem(self.cfg.fleet, self.cfg.market, index, terminal=self.cfg.terminal, where=f"{self.cfg.path}: settlement {start.isoformat()}")
@@ -72,29 +76,37 @@ class Settler:
         dt_h = self.cfg.interval.total_seconds() / 3600.0
         energy = pd.DataFrame({"interval_start": index[0], "unit_id": self.unit_ids, "discharged_kwh": np.maximum(power, 0.0) * dt_h, "charged_kwh": np.maximum(-power, 0.0) * dt_h})
         new = record_settlements(self.store.engine, frame, energy)
-        self.store.mark_settled(start, self.clock.wall(), len(frame))
+        self.store.mark_settled(start, self.clock.wall(), len(frame), coverage)
         self.on_settled()
-        log.info("settled interval=%s rows=%d new=%d total_minor=%d", start.isoformat(), len(frame), new, int(frame["amount_minor"].sum()) if len(frame) else 0)
+        total = int(frame["amount_minor"].sum()) if len(frame) else 0
+        if coverage < COMPLETE:
+            log.warning("settled interval=%s on what is known: the daemon saw %.1f %% of it (0 kW assumed for the rest) rows=%d new=%d total_minor=%d", start.isoformat(), 100 * coverage, len(frame), new, total)
+        else:
+            log.info("settled interval=%s rows=%d new=%d total_minor=%d", start.isoformat(), len(frame), new, total)
         return new
 
-    def _metered(self, start: pd.Timestamp, end: pd.Timestamp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(U,) mean power (0 for a unit never seen: its device idles without setpoints), (U, 2) SoC kWh at
-        the interval's ends, (U,) share of the interval the unit was in dispatch."""
-        buckets = self.store.metered(start, end).sort_values(["bucket_start"], kind="stable")
+    def _metered(self, start: pd.Timestamp, end: pd.Timestamp) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """(U,) mean power = energy that flowed / interval length, (U, 2) SoC kWh at the interval's ends,
+        (U,) share of the interval the unit was in dispatch, and the share the daemon saw."""
+        length_s = (end - start).total_seconds()
         pos = {u: i for i, u in enumerate(self.unit_ids)}
         n = len(self.unit_ids)
-        power, samples = np.zeros(n), np.zeros(n)
+        energy_kwh, dispatch_s, covered_s = np.zeros(n), np.zeros(n), 0.0
+        rows = self.store.energy(start, end)
+        for uid, group in rows.groupby("unit_id", sort=False):
+            if uid in pos:
+                i = pos[uid]
+                energy_kwh[i] = group["energy_kwh"].sum()
+                dispatch_s[i] = group["dispatch_s"].sum()
+                covered_s = max(covered_s, float(group["covered_s"].sum()))
         soc = np.full((n, 2), np.nan)
-        for uid, rows in buckets.groupby("unit_id", sort=False):
-            if uid not in pos:
-                continue
-            i = pos[uid]
-            w = rows["samples"].to_numpy(dtype=float)
-            samples[i] = w.sum()
-            power[i] = float((rows["power_kw_mean"].to_numpy() * w).sum() / w.sum())
-            soc[i] = (rows["soc_first"].iloc[0], rows["soc_last"].iloc[-1])
+        buckets = self.store.metered(start, end).sort_values(["bucket_start"], kind="stable")
+        for uid, group in buckets.groupby("unit_id", sort=False):
+            if uid in pos:
+                soc[pos[uid]] = (group["soc_first"].iloc[0], group["soc_last"].iloc[-1])
         soc_kwh = np.nan_to_num(soc) * self.energy_kwh[:, None]
-        return power, soc_kwh, np.minimum(samples / self.expected_samples, 1.0)
+        power = energy_kwh / (length_s / 3600.0)
+        return power, soc_kwh, np.clip(dispatch_s / length_s, 0.0, 1.0), min(covered_s / length_s, 1.0)
 
     def _schedule_for(self, start: pd.Timestamp, end: pd.Timestamp) -> Schedule | None:
         """The last schedule computed before the interval ended that covers it."""

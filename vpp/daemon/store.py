@@ -21,7 +21,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from vpp.daemon.clock import utc
+from vpp.daemon.clock import Clock, utc
 from vpp.db import METADATA
 from vpp.schedule import Schedule
 
@@ -80,6 +80,16 @@ telemetry = sa.Table(
     sa.Column("samples", sa.Integer, nullable=False),  # a restart may store a bucket twice; weights merge them
 )
 
+energy = sa.Table(
+    "daemon_energy",
+    METADATA,
+    sa.Column("bucket_start", TS, nullable=False, index=True),  # market time, the telemetry buckets' grid
+    sa.Column("unit_id", sa.String(128), nullable=False),
+    sa.Column("energy_kwh", sa.Float, nullable=False),  # + discharged, integrated over market time (vpp.daemon.energy)
+    sa.Column("covered_s", sa.Float, nullable=False),  # market seconds of the bucket the daemon saw
+    sa.Column("dispatch_s", sa.Float, nullable=False),  # of which the unit was in dispatch
+)
+
 override_audit = sa.Table(
     "daemon_override_audit",
     METADATA,
@@ -106,6 +116,18 @@ settled_intervals = sa.Table(
     sa.Column("interval_start", TS, primary_key=True),
     sa.Column("settled_at", TS, nullable=False),
     sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("coverage", sa.Float),  # share of the interval the daemon saw; < 1: settled on what is known (partial)
+)
+
+
+clock_anchor = sa.Table(
+    "daemon_clock",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True),  # one row
+    sa.Column("speed", sa.Float, nullable=False),
+    sa.Column("sim_start", TS, nullable=False),
+    sa.Column("wall_start", TS, nullable=False),
+    sa.Column("origin", sa.String(128), nullable=False),  # the configured speed and sim_start it was made from
 )
 
 
@@ -120,6 +142,7 @@ class StoredSchedule:
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        _add_new_columns(engine)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="vpp-db")
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
@@ -193,10 +216,37 @@ class Store:
         frame["bucket_start"] = pd.to_datetime(frame["bucket_start"], utc=True)
         return frame
 
-    def first_telemetry(self) -> pd.Timestamp | None:
+    def energy(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        """Energy rows in [start, end): bucket_start, unit_id, energy_kwh, covered_s, dispatch_s."""
+        query = sa.select(energy).where(energy.c.bucket_start >= start.to_pydatetime(), energy.c.bucket_start < end.to_pydatetime())
         with self.engine.connect() as conn:
-            value = conn.execute(sa.select(sa.func.min(telemetry.c.bucket_start))).scalar()
-        return utc(value) if value is not None else None
+            return pd.DataFrame(conn.execute(query).mappings().all(), columns=[c.name for c in energy.columns])
+
+    def first_telemetry(self) -> pd.Timestamp | None:
+        """The first bucket anything was recorded in (telemetry or energy)."""
+        with self.engine.connect() as conn:
+            values = [conn.execute(sa.select(sa.func.min(t.c.bucket_start))).scalar() for t in (telemetry, energy)]
+        values = [utc(v) for v in values if v is not None]
+        return min(values) if values else None
+
+    def clock_anchor(self) -> tuple[Clock, str] | None:
+        """The market clock's stored anchor and what it was made from (``vpp.daemon.clock.market_clock``)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(clock_anchor).where(clock_anchor.c.id == 1)).first()
+        return None if row is None else (Clock(float(row.speed), utc(row.sim_start), utc(row.wall_start)), row.origin)
+
+    def save_clock_anchor(self, clock: Clock, origin: str) -> None:
+        values = {"speed": clock.speed, "sim_start": clock.sim_start.to_pydatetime(), "wall_start": clock.wall_start.to_pydatetime(), "origin": origin}
+        with self.engine.begin() as conn:
+            if conn.execute(clock_anchor.update().where(clock_anchor.c.id == 1).values(**values)).rowcount == 0:
+                conn.execute(clock_anchor.insert().values(id=1, **values))
+
+    def market_high_water(self) -> pd.Timestamp | None:
+        """The latest market time this database holds a record for (a command, or a settled interval's start)."""
+        with self.engine.connect() as conn:
+            values = [conn.execute(sa.select(sa.func.max(col))).scalar() for col in (commands.c.market_at, settled_intervals.c.interval_start, telemetry.c.bucket_start, energy.c.bucket_start)]
+        values = [utc(v) for v in values if v is not None]
+        return max(values) if values else None
 
     def settled(self, start: pd.Timestamp) -> set[pd.Timestamp]:
         with self.engine.connect() as conn:
@@ -209,11 +259,23 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(schedules.update().where(schedules.c.id < schedule_id, schedules.c.payload.is_not(None)).values(payload=None))
 
-    def mark_settled(self, interval_start: pd.Timestamp, settled_at: pd.Timestamp, rows: int) -> None:
+    def mark_settled(self, interval_start: pd.Timestamp, settled_at: pd.Timestamp, rows: int, coverage: float | None = None) -> None:
         with self.engine.begin() as conn:
             exists = conn.execute(sa.select(settled_intervals.c.interval_start).where(settled_intervals.c.interval_start == interval_start.to_pydatetime())).first()
             if exists is None:
-                conn.execute(settled_intervals.insert().values(interval_start=interval_start.to_pydatetime(), settled_at=settled_at.to_pydatetime(), rows=rows))
+                conn.execute(settled_intervals.insert().values(interval_start=interval_start.to_pydatetime(), settled_at=settled_at.to_pydatetime(), rows=rows, coverage=coverage))
+
+
+def _add_new_columns(engine: Engine) -> None:
+    """A database made by an earlier version: add the nullable columns it lacks (``create_all`` adds tables only)."""
+    inspector = sa.inspect(engine)
+    for table in (settled_intervals,):
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have and column.nullable:
+                with engine.begin() as conn:
+                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {column.type.compile(engine.dialect)}'))
+                log.info("database upgraded: %s.%s added", table.name, column.name)
 
 
 def _log_failure(future: Future) -> None:
