@@ -214,3 +214,24 @@ def test_demand_charge_savings_equal_the_charge_times_the_peak_reduction():
     peak = (-s.site_net_kw[0]).max()
     assert peak == pytest.approx(300.0)  # the battery takes the top 100 kW off the 400 kW hour
     assert s.revenue["demand_charge_savings"] == pytest.approx(30.0 * (400.0 - 300.0))
+
+
+@pytest.mark.parametrize("degradation, offered", [(5.0, True), (30.0, False)])
+def test_the_expected_deployment_of_up_reserve_pays_degradation(degradation, offered):
+    """A unit that cannot charge holds regulation up on its discharge side only; half of it is expected
+    to be deployed. At 30 $/MWh the deployed energy's degradation (0.5 × 30 = 15 $/MW·h) costs more than
+    the 10 $/MW·h capacity price, so it is not offered; at 5 $/MWh (2.5 $/MW·h) it is."""
+    from vpp.schedule import TerminalPolicy
+
+    idx = hours(6)
+    u = unit(max_charge_kw=0.0, max_discharge_kw=100.0, energy_kwh=1000.0, soc_min=0.0, soc_max=1.0, initial_soc=0.9, degradation_cost_per_mwh=degradation)
+    reg_up = product("reg_up", ProductKind.REGULATION_UP, [10.0] * 6, idx, sustain_h=1.0, deployment_fraction=0.5)
+    p = problem([u], [wholesale_site()], market([0.0] * 6, idx, [reg_up]), idx, terminal=TerminalPolicy("value", price_per_mwh=0.0))
+    s = optimize(p, EXACT)
+    assert_schedule_feasible(p, s)
+    held = s.reserve_kw["reg_up"] - s.reserve_from_charge_kw["reg_up"]
+    assert bool(held.sum() > 1.0) is offered
+    # the degradation stream, computed here: scheduled discharge plus the expected deployment, in $/MWh
+    expected = -degradation / 1000.0 * (s.discharge_kw + 0.5 * held).sum() * p.dt_h
+    assert s.revenue.get("degradation", 0.0) == pytest.approx(expected, abs=1e-6)
+    assert s.total_revenue == pytest.approx(s.stats.objective, abs=1e-6)
