@@ -387,13 +387,16 @@ class Session:
         if warm is not None:
             warm.loaded = model
         self.bound = np.inf
+        # the least time a stage gets even past the limit: a second where the stage's point would be
+        # the only plan; next to nothing once the caller holds a plan to fall back on (``model``)
+        self.floor_s = 1.0
 
     @property
     def has_integers(self) -> bool:
         return self.ints.size > 0
 
     def remaining_s(self) -> float:
-        return max(self.time_limit_s - (time.perf_counter() - self.started), 1.0)
+        return max(self.time_limit_s - (time.perf_counter() - self.started), self.floor_s)
 
     def gap(self, objective: float) -> float:
         return max((self.bound - objective) / max(abs(self.bound), 1.0), 0.0)  # HiGHS' convention
@@ -436,6 +439,25 @@ class Session:
         out[semi & (out < lo - 1e-9)] = 0.0
         return np.clip(out, np.where(semi, 0.0, lo), hi)
 
+    def switched(self, x: np.ndarray, threshold: float) -> np.ndarray:
+        """Integer values from an LP point that first decides which semi columns are on: those the
+        relaxation holds at ``threshold`` of their minimum or more are held at least at it (the rest at
+        0) and the LP re-solved, then rounded as ``rounded`` does. Rounding the relaxation alone
+        drops every bid the LP spread below its minimum; this concentrates them (the 5-unit bench:
+        0.8 % below the bound against 1.5 %)."""
+        ints, lb, ub = self.ints, self.col_lb, self.col_ub
+        semi = self.kinds[ints] >= SEMI_CONTINUOUS
+        on = x[ints] >= threshold * lb[ints] - 1e-9
+        lo = np.where(semi & on, lb[ints], np.where(semi, 0.0, lb[ints]))
+        hi = np.where(semi & ~on, 0.0, ub[ints])
+        self._unload()
+        self.h.changeColsBounds(ints.size, ints, lo, hi)
+        self.h.setOptionValue("time_limit", _deadline(self.h, self.remaining_s()))
+        sol = _run(self.h, mip=False)
+        relaxed_lb = np.where(self.kinds >= SEMI_CONTINUOUS, 0.0, self.col_lb)
+        self.h.changeColsBounds(ints.size, ints, relaxed_lb[ints], ub[ints])
+        return self.rounded(sol.x) if sol.has_solution else self.rounded(x)
+
     def fix(self, values: np.ndarray) -> Solution:
         """LP with the integer columns at ``values``, warm from the current basis.
 
@@ -473,20 +495,25 @@ class Session:
             h.setOptionValue("mip_feasibility_tolerance", 1e-9)
             h.setOptionValue("time_limit", _deadline(self.h, self.remaining_s()))
             sol = _run(h, mip=True)
-        if not sol.has_solution:
-            if seed is None:
-                return self._timed(sol)
-            # out of time (or a solver error): the seed stands, with its proven gap
-            status = "optimal" if self.proven(seed) else "feasible"
-            return self._timed(Solution(status, seed.x, seed.objective, seed.mip_gap, 0.0))
-        # Integers come back within HiGHS' integrality tolerance (a binary at 0.9999999 lets 1e-5 kW
-        # through): polish to exact integers with the LP re-solved around them.
-        h.changeColsIntegrality(ints.size, ints, np.full(ints.size, _HIGHS_TYPES[CONTINUOUS], dtype=np.uint8))
-        polished = self.fix(self.rounded(sol.x))
-        if polished.has_solution and polished.objective >= sol.objective - max(self.mip_gap * max(1.0, abs(sol.objective)), ABS_GAP):
-            polished.status, polished.mip_gap = sol.status, sol.mip_gap
-            return self._timed(polished)
-        return self._timed(sol)
+        if sol.has_solution or sol.status in ("optimal", "time_limit"):
+            self.bound = min(self.bound, float(h.getInfo().mip_dual_bound))  # tighter than the root LP's
+        if sol.has_solution:
+            # Integers come back within HiGHS' integrality tolerance (a binary at 0.9999999 lets 1e-5 kW
+            # through): polish to exact integers with the LP re-solved around them.
+            h.changeColsIntegrality(ints.size, ints, np.full(ints.size, _HIGHS_TYPES[CONTINUOUS], dtype=np.uint8))
+            polished = self.fix(self.rounded(sol.x))
+            if polished.has_solution and polished.objective >= sol.objective - max(self.mip_gap * max(1.0, abs(sol.objective)), ABS_GAP):
+                polished.status, polished.mip_gap = sol.status, sol.mip_gap
+                sol = polished
+        if seed is None or (sol.has_solution and sol.objective >= seed.objective - ABS_GAP):
+            if sol.status == "time_limit":
+                sol.status = "feasible"
+            return self._timed(sol)
+        # out of time, or an answer worse than the start it was given: the seed stands (anytime), with its
+        # gap to the bound branch-and-bound tightened
+        seed.mip_gap = self.gap(seed.objective)
+        status = "optimal" if self.proven(seed) else "feasible"
+        return self._timed(Solution(status, seed.x, seed.objective, seed.mip_gap, 0.0))
 
     def _unload(self) -> None:
         """Bounds and integrality are about to change in HiGHS: no later model starts hot from it."""
