@@ -145,6 +145,8 @@ def _print_tables(s: Schedule, cfg: VppConfig, out: Path | None, plot: Path | No
     for eid, kw in s.dr_commitment_kw.items():
         con.print(f"DR {eid}: committed {kw:,.0f} kW")
     st = s.stats
+    if st.status == "idle":
+        con.print(f"[red]no plan found within the time limit[/red]: the schedule holds every unit at 0 kW (try a longer --time-limit; bound {st.bound:,.2f})")
     bound = f", bound {st.bound:,.2f}" if np.isfinite(st.bound) else ""
     con.print(
         f"solver: {st.status}, gap {st.mip_gap:.3%}{bound}, build {st.build_time_s:.3f} s, solve {st.solve_time_s:.3f} s, "
