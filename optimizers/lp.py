@@ -478,12 +478,14 @@ class Session:
         sol.mip_gap = self.gap(sol.objective)
         return self._timed(sol)
 
-    def branch(self, seed: Solution | None) -> Solution:
+    def branch(self, seed: Solution | None, reserve_s: float = 0.0) -> Solution:
+        """Branch-and-bound from ``seed``, leaving ``reserve_s`` of the limit for what the caller may
+        still need to do with its answer."""
         h, ints = self.h, self.ints
         self._unload()
         h.changeColsBounds(ints.size, ints, self.col_lb[ints], self.col_ub[ints])  # semi minimums back in force
         h.changeColsIntegrality(ints.size, ints, np.array([_HIGHS_TYPES[int(k)] for k in self.kinds[ints]], dtype=np.uint8))
-        h.setOptionValue("time_limit", _deadline(self.h, self.remaining_s()))
+        h.setOptionValue("time_limit", _deadline(self.h, max(self.remaining_s() - reserve_s, self.floor_s)))
         if seed is not None and seed.x.size == self.col_lb.size:
             start = highspy.HighsSolution()
             start.col_value = seed.x
