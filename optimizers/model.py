@@ -152,7 +152,8 @@ def _monolithic(p: Problem, options: SolverOptions, warm: Warm | None, seed: Sch
             sol = _best(tried)
             if sol is None or not session.proven(sol):
                 # time kept for one more round (a relaxation and a few LPs) in case its answer needs binaries
-                sol = session.branch(sol, reserve_s=4.0 * relax_s if options.exclusivity == "lazy" else 0.0)
+                reserve = min(0.2 * session.remaining_s(), max(1.0, 6.0 * relax_s)) if options.exclusivity == "lazy" else 0.0
+                sol = session.branch(sol, reserve_s=reserve)
             if _needs_binaries(b, sol, binaries, options):  # branch-and-bound re-planned powers
                 # its bids start the next round: with binaries where it charged and discharged at once,
                 # the LP around them is a plan (often as good: 2 units, 7,305 against 7,126 without)
