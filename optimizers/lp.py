@@ -6,9 +6,9 @@ interval) took 8.1 s to build in Pyomo and 7.5 s more to compile to standard
 form, against 0.1 s to build here and 0.3 s to hand to HiGHS (see
 docs/architecture.md). Families add whole blocks of variables and rows at once
 (numpy index arrays), rows carry a family name and axis labels so an
-infeasibility report can say "soc_min, unit b3, 2020-07-01T14:00", and
-``to_pyomo`` exports the very same model when another solver or an LP file is
-wanted.
+infeasibility report can say "soc_min, unit b3, 2020-07-01T14:00". The
+readable formulation, for other solvers, LP/MPS/NL files and extending, is the
+named Pyomo model (``optimizers.pyomo_model``), tested to reach the same optimum.
 """
 
 from __future__ import annotations
@@ -233,35 +233,6 @@ class LinearModel:
         return Session(a, cost, self.offset, col_lb, col_ub, kinds, row_lb, row_ub, time_limit_s, mip_gap, threads, warm, layout)
 
     # ---- export
-
-    def to_pyomo(self) -> Any:
-        """The same model as a Pyomo ``ConcreteModel`` (for other solvers, LP/MPS files, inspection)."""
-        import pyomo.environ as pyo
-
-        col_lb, col_ub, integ, row_lb, row_ub = self.bounds()
-        a = self.matrix().tocsr()
-        cost = self.cost()
-        m = pyo.ConcreteModel()
-        m.I = pyo.RangeSet(0, self.n_cols - 1)
-        semi = np.flatnonzero(integ >= SEMI_CONTINUOUS)
-        low = np.where(integ >= SEMI_CONTINUOUS, 0.0, col_lb)  # semi columns: 0 or [lb, ub], via a binary below
-        m.x = pyo.Var(m.I, domain=lambda _m, i: pyo.Integers if integ[i] in (INTEGER, SEMI_INTEGER) else pyo.Reals, bounds=lambda _m, i: (None if np.isinf(low[i]) else low[i], None if np.isinf(col_ub[i]) else col_ub[i]))
-        m.on = pyo.Var(range(len(semi)), domain=pyo.Binary)
-        m.semi_lb = pyo.Constraint(range(len(semi)), rule=lambda _m, k: m.x[int(semi[k])] >= float(col_lb[semi[k]]) * m.on[k])
-        m.semi_ub = pyo.Constraint(range(len(semi)), rule=lambda _m, k: m.x[int(semi[k])] <= float(col_ub[semi[k]]) * m.on[k])
-
-        def row(_m: Any, r: int) -> Any:
-            lo, hi = a.indptr[r], a.indptr[r + 1]
-            body = sum(float(v) * m.x[int(c)] for c, v in zip(a.indices[lo:hi], a.data[lo:hi]))
-            if lo == hi:
-                return pyo.Constraint.Skip
-            return (None if np.isinf(row_lb[r]) else row_lb[r], body, None if np.isinf(row_ub[r]) else row_ub[r])
-
-        m.R = pyo.RangeSet(0, self.n_rows - 1)
-        m.c = pyo.Constraint(m.R, rule=row)
-        nz = np.flatnonzero(cost)
-        m.obj = pyo.Objective(expr=sum(float(cost[i]) * m.x[int(i)] for i in nz) + self.offset, sense=pyo.maximize)
-        return m
 
 
 class Warm:

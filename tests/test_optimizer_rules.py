@@ -185,19 +185,6 @@ def test_lazy_exclusivity_equals_binaries_everywhere_and_uses_far_fewer():
     assert both.any()
 
 
-def test_pyomo_export_of_the_same_model_has_the_same_optimum():
-    import pyomo.environ as pyo
-    idx = hours(6)
-    reg = product("reg_down", ProductKind.REGULATION_DOWN, [8.0] * 6, idx, increment_kw=25.0, min_bid_kw=50.0, deployment_fraction=0.1)
-    p = problem([unit("u1"), unit("u2", energy_kwh=400.0)], [wholesale_site()], market([30.0, 10.0, 50.0, 5.0, 60.0, 40.0], idx, [reg]), idx)
-    native = optimize(p, EXACT)
-    m = build_model(p, EXACT).lm.to_pyomo()
-    solver = pyo.SolverFactory("appsi_highs")
-    solver.config.mip_gap = 1e-9
-    solver.solve(m)
-    assert pyo.value(m.obj) == pytest.approx(native.stats.objective, rel=1e-6)
-
-
 def test_tou_tariff_prices_each_interval_by_its_period_and_first_match_wins():
     t = flat_tariff(0.6, peak_per_kwh=1.2, peak_hours=(17.0, 21.0))
     idx = pd.date_range("2020-01-01T16:00", periods=6, freq="h", tz="UTC")

@@ -35,7 +35,7 @@ def try_it() -> list[str]:
 
 def test_the_try_it_block_is_what_this_test_runs():
     commands = try_it()
-    assert len(commands) == 13
+    assert len(commands) == 14
     assert [c.split()[1] for c in commands if c.startswith("vpp ")][:3] == ["validate", "optimize", "optimize"]
     assert commands[-1].startswith("vpp ledger report")
 
@@ -86,6 +86,7 @@ def test_the_readme_try_it_commands_run_top_to_bottom(demo):
         assert (folder / "schedule.csv").is_file() and (folder / "schedule.png").is_file() and (folder / "lambda.png").is_file()
         assert (folder / "out" / "aug" / "summary.json").is_file()
         assert (folder / "sweep-caiso_sweep" / "comparison.csv").is_file()
+        assert (folder / "model.lp").stat().st_size > 0
     finally:
         for p in background:
             if p.poll() is None:
