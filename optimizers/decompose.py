@@ -96,7 +96,25 @@ class _Priced:
 def should_decompose(p: Problem, options: SolverOptions) -> bool:
     if options.decomposition == "off" or not supported(p):
         return False
+    if options.decomposition == "auto" and p.extension_rows and _split_rule(p, pieces_of(p, piece_size(p, options))):
+        return False  # a user rule ties parts the pieces would split: the whole model holds it
     return options.decomposition == "on" or (len(p.unit_ids) >= AUTO_MIN_UNITS and len(pieces_of(p, piece_size(p, options))) > 1)
+
+
+def _split_rule(p: Problem, pieces: list[Piece]) -> str | None:
+    """The first extension row no piece holds whole (``pieces_of`` keeps tied loose units together; a
+    row across sites with binding limits, or on a site whose units were detached, cannot be)."""
+    from optimizers.extensions import rows_for
+
+    from optimizers.extensions import coupled_units
+
+    held = {id(r) for pc in pieces for r in rows_for(_piece_problem(p, pc), p.extension_rows)}
+    missing = [r for r in p.extension_rows if id(r) not in held]
+    if missing:
+        return f"{missing[0].family}[{missing[0].label}] names units or sites that are solved in separate pieces"
+    ids = [set(np.array(p.unit_ids)[pc.units]) for pc in pieces]
+    apart = [g for g in coupled_units(p.extension_rows) if not any(g <= units for units in ids)]
+    return None if not apart else f"an extension ties units {', '.join(sorted(apart[0]))} that are solved in separate pieces"
 
 
 def piece_size(p: Problem, options: SolverOptions) -> int:
@@ -142,12 +160,41 @@ def pieces_of(p: Problem, piece_units: int) -> list[Piece]:
             dur = p.e_max[group] / np.maximum(p.p_dis_max[group].max(axis=1), 1e-9)
             group = group[np.lexsort((p.soc0_kwh[group] / p.e_max[group], dur))]
             pieces += [Piece(group[i : i + piece_units], None, key) for i in range(0, group.size, piece_units)]
-    return pieces
+    return _tied_together(p, pieces) if p.extension_rows else pieces
+
+
+def _tied_together(p: Problem, pieces: list[Piece]) -> list[Piece]:
+    """Loose pieces that a user rule ties together (``extensions.coupled_units``) merged into one (of the
+    same DR membership; others are left for ``_split_rule`` to refuse)."""
+    from optimizers.extensions import coupled_units
+
+    at = {uid: i for i, uid in enumerate(p.unit_ids)}
+    owner = {int(u): k for k, pc in enumerate(pieces) for u in pc.units}
+    root = list(range(len(pieces)))
+
+    def find(k: int) -> int:
+        while root[k] != k:
+            k = root[k]
+        return k
+
+    for units in coupled_units(p.extension_rows):
+        ks = sorted({find(owner[at[u]]) for u in units if u in at})
+        for k in ks[1:]:
+            a, b = pieces[ks[0]], pieces[k]
+            if a.site is None and b.site is None and np.array_equal(a.member_of, b.member_of):
+                root[k] = ks[0]
+    merged: dict[int, list[int]] = {}
+    for k in range(len(pieces)):
+        merged.setdefault(find(k), []).append(k)
+    return [pieces[ks[0]] if len(ks) == 1 else Piece(np.concatenate([pieces[k].units for k in ks]), None, pieces[ks[0]].member_of) for ks in merged.values()]
 
 
 def decomposed(p: Problem, options: SolverOptions) -> Schedule:
     t0 = time.perf_counter()
     pieces = pieces_of(p, piece_size(p, options))
+    split = _split_rule(p, pieces) if p.extension_rows else None
+    if split:
+        raise SolverError(f"decomposition refused: {split}; solve it whole (decomposition: off)")
     with _runner(options) as run:
         return _decomposed(p, pieces, options, run, t0)
 

@@ -57,6 +57,10 @@ def build_model(p: Problem, options: SolverOptions, binaries: np.ndarray | None 
     mode = options.exclusivity
     mask = np.ones(p.shape, bool) if mode == "binary" else (binaries if binaries is not None else np.zeros(p.shape, bool))
     add_exclusivity(b, mode, mask)
+    if p.extension_rows:
+        from optimizers.extensions import add_rows, rows_for
+
+        add_rows(b, rows_for(p, p.extension_rows))
     return b
 
 
@@ -68,7 +72,16 @@ def optimize(p: Problem, options: SolverOptions = SolverOptions(), warm: Warm | 
         return _monolithic(p, options, warm)
     from optimizers.aggregate import aggregate, disaggregate, identical_groups
 
+    if options.extensions and not p.extension_rows:
+        from optimizers.extensions import compile_rows
+
+        p = replace(p, extension_rows=compile_rows(p, options.extensions))
     groups = identical_groups(p)
+    if p.extension_rows:  # a unit a rule names is never merged into another (the rule speaks of it alone)
+        from optimizers.extensions import named_units
+
+        named = {i for i, u in enumerate(p.unit_ids) if u in named_units(p.extension_rows)}
+        groups = [part for g in groups for part in ([np.array([i]) for i in g if i in named] + ([g[~np.isin(g, list(named))]] if (~np.isin(g, list(named))).any() else []))]
     if len(groups) < len(p.unit_ids):
         return disaggregate(p, groups, optimize(aggregate(p, groups), options))
     if options.decomposition != "off":

@@ -91,6 +91,9 @@ class Problem:
     # (U, T) +1: may only discharge, -1: may only charge, 0: either; None: either everywhere. A repair
     # that keeps each unit's direction from a solution it adjusts never needs exclusivity binaries.
     direction: np.ndarray | None = None
+    # user extensions' rows, compiled once for the whole problem (optimizers/extensions.py); a part of the
+    # problem (a decomposition piece) holds the rows whose units and sites it holds
+    extension_rows: tuple = ()
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -30,17 +30,8 @@ Exclusivity = Literal["binary", "hull", "relaxed"]
 
 def build_pyomo(p: Problem, exclusivity: Exclusivity = "binary") -> pyo.ConcreteModel:
     """The model of docs/formulation.md for ``p``, one function per family below."""
-    m = pyo.ConcreteModel(name="vpp co-optimization")
-    U, T = p.shape
-    m.U = pyo.Set(initialize=list(p.unit_ids), ordered=True)
-    m.S = pyo.Set(initialize=list(p.site_ids), ordered=True)
-    m.T = pyo.RangeSet(0, T - 1)
-    m.K = pyo.Set(initialize=[k.id for k in p.products], ordered=True)
+    m = variables(p)
     m.terms = []  # objective terms, each family adds its own (currency over the horizon)
-    m._p = p
-    m._u = {uid: i for i, uid in enumerate(p.unit_ids)}
-    m._s = {sid: i for i, sid in enumerate(p.site_ids)}
-    _allocations(m, p)
     _units(m, p)
     _reserves(m, p)
     _sites(m, p)
@@ -53,13 +44,34 @@ def build_pyomo(p: Problem, exclusivity: Exclusivity = "binary") -> pyo.Concrete
     return m
 
 
-def _units(m: pyo.ConcreteModel, p: Problem) -> None:
-    """Items 1, 3-6: power bounds, energy balance, SoC window, terminal, cycles; energy and degradation."""
-    iu, dt = m._u, p.dt_h
+def variables(p: Problem) -> pyo.ConcreteModel:
+    """The formulation's sets, variables and the expressions built from them, without any row: the
+    model every family adds to, and what a user extension receives (``optimizers.extensions``)."""
+    m = pyo.ConcreteModel(name="vpp co-optimization")
+    U, T = p.shape
+    m.U = pyo.Set(initialize=list(p.unit_ids), ordered=True)
+    m.S = pyo.Set(initialize=list(p.site_ids), ordered=True)
+    m.T = pyo.RangeSet(0, T - 1)
+    m.K = pyo.Set(initialize=[k.id for k in p.products], ordered=True)
+    m.E = pyo.Set(initialize=[e.id for e in p.events], ordered=True)
+    m._p = p
+    m._u = iu = {uid: i for i, uid in enumerate(p.unit_ids)}
+    m._s = {sid: i for i, sid in enumerate(p.site_ids)}
     way = p.direction if p.direction is not None else np.zeros(p.shape)
     m.charge_kw = pyo.Var(m.U, m.T, bounds=lambda m, u, t: (0.0, 0.0 if way[iu[u], t] > 0 else float(p.p_ch_max[iu[u], t])))
     m.discharge_kw = pyo.Var(m.U, m.T, bounds=lambda m, u, t: (0.0, 0.0 if way[iu[u], t] < 0 else float(p.p_dis_max[iu[u], t])))
     m.soc_kwh = pyo.Var(m.U, m.T)  # at the end of interval t
+    _allocations(m, p)
+    m.bid_kw = pyo.Expression(m.Kpos, m.T, rule=lambda m, k, t: sum(m.reserve_kw[k, u, t] for u in m.U))
+    m.import_kw = pyo.Var(m.S, m.T, bounds=(0.0, None))
+    m.export_kw = pyo.Var(m.S, m.T, bounds=(0.0, None))
+    m.dr_commit_kw = pyo.Var(m.E, bounds=(0.0, None))
+    return m
+
+
+def _units(m: pyo.ConcreteModel, p: Problem) -> None:
+    """Items 1, 3-6: energy balance, SoC window, terminal, cycles; energy and degradation."""
+    iu, dt = m._u, p.dt_h
 
     def soc_start(m, u, t):
         return float(p.soc0_kwh[iu[u]]) if t == 0 else m.soc_kwh[u, t - 1]
@@ -158,8 +170,6 @@ def _members(m, s: str) -> list[str]:
 def _sites(m: pyo.ConcreteModel, p: Problem) -> None:
     """Item 7 and the tariff terms: balance, limits, deployment room, retail bill, demand charge."""
     js, dt = m._s, p.dt_h
-    m.import_kw = pyo.Var(m.S, m.T, bounds=(0.0, None))
-    m.export_kw = pyo.Var(m.S, m.T, bounds=(0.0, None))
     battery = lambda m, s, t: sum(m.discharge_kw[u, t] - m.charge_kw[u, t] for u in _members(m, s))  # noqa: E731
     m.site_balance = pyo.Constraint(m.S, m.T, rule=lambda m, s, t: m.import_kw[s, t] - m.export_kw[s, t] + battery(m, s, t) == float(p.site_net_load_kw[js[s], t]))
     imp_lim = [s for s in m.S if np.isfinite(p.import_limit_kw[js[s]])]
@@ -209,7 +219,6 @@ def _blocks(m, name: str, index: list, increment: float, minimum: float, maximum
 def _bids(m: pyo.ConcreteModel, p: Problem) -> None:
     """Item 8 and the reserve terms: fleet bid per product and interval = Σ allocations, in blocks."""
     dt = p.dt_h
-    m.bid_kw = pyo.Expression(m.Kpos, m.T, rule=lambda m, k, t: sum(m.reserve_kw[k, u, t] for u in m.U))
     ts = list(range(len(p.index)))
     for k, prod in enumerate(p.products):
         value = prod.value_per_mw_h * dt / 1000.0 - (-1.0 if prod.is_up else 1.0) * prod.deployment_fraction * p.energy_price_per_mwh * dt / 1000.0
@@ -225,18 +234,15 @@ def _bids(m: pyo.ConcreteModel, p: Problem) -> None:
 
 def _demand_response(m: pyo.ConcreteModel, p: Problem) -> None:
     """Item 9: a committed reduction of the member sites' net import below their baseline."""
-    m.E = pyo.Set(initialize=[e.id for e in p.events], ordered=True)
-    m.dr_commit_kw = pyo.Var(m.E, bounds=(0.0, 0.0))  # replaced by a block quantity where the event is live
     m.dr_delivery = pyo.ConstraintList()
-    m._commitments = {}
     for e in p.events:
         t = np.flatnonzero(e.active)
         if t.size == 0 or not e.sites.any():
+            m.dr_commit_kw[e.id].setub(0.0)  # nothing to commit to
             continue
         units = e.sites[p.unit_site]
         most = float((p.p_dis_max[units][:, t].min(axis=1) + p.p_ch_max[units][:, t].min(axis=1)).sum()) if units.any() else 0.0
         c = _blocks(m, f"dr_{e.id}", [0], e.increment_kw, e.min_kw, {0: min(most, e.max_kw)}, {}, mandatory=e.mandatory)[0]
-        m.dr_commit_kw[e.id].setub(None)
         m.dr_delivery.add(m.dr_commit_kw[e.id] == c)
         sites = [sid for j, sid in enumerate(p.site_ids) if e.sites[j]]
         for i in t:

@@ -119,7 +119,7 @@ def _solve_with_progress(cfg: VppConfig, begin, span, options, backend: str = "f
     with progress(f"optimizing {len(cfg.units):,} units (time limit {options.time_limit_s:g} s)") as advance:
         while worker.is_alive():
             worker.join(0.25)
-            advance(min(time.monotonic() - started, options.time_limit_s), options.time_limit_s)
+            advance(min(time.monotonic() - started, 0.99 * options.time_limit_s), options.time_limit_s)  # 100 % once it is done
         advance(options.time_limit_s, options.time_limit_s)
     if failure:
         raise failure[0]

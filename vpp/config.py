@@ -222,6 +222,12 @@ class SolverModel(_Strict):
     piece_threads: int = Field(2, ge=1, description="threads solving pieces in this process (HiGHS releases the GIL)")
     workers: int = Field(1, ge=1, description="processes solving pieces (a local Dask cluster when more than 1)")
     scheduler: str | None = Field(None, description="Dask scheduler address, e.g. tcp://host:8786")
+    extensions: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="user rules added to every solve: 'file.py:function' (relative to this config) or 'package.module:function'; each receives the Pyomo model's variables and the problem and adds linear constraints (docs/formulation.md)",
+        examples=[["extensions.py:never_charge_together"]],
+    )
 
 
 class TerminalModel(_Strict):
@@ -625,7 +631,7 @@ def _build(m: ConfigModel, path: Path, errors: list[InputError]) -> VppConfig | 
         fleet=fleet,
         market=market,
         overrides=overrides,
-        solver=SolverOptions(**m.solver.model_dump()),
+        solver=SolverOptions(**{**m.solver.model_dump(), "extensions": tuple(_extension_spec(x, base) for x in m.solver.extensions)}),
         terminal=TerminalPolicy(m.terminal.mode, m.terminal.soc, m.terminal.price_per_mwh),
         overrides_path=overrides_path,
         mqtt=m.mqtt,
@@ -633,6 +639,12 @@ def _build(m: ConfigModel, path: Path, errors: list[InputError]) -> VppConfig | 
         daemon=m.daemon,
         warnings=tuple(warnings),
     )
+
+
+def _extension_spec(spec: str, base: Path) -> str:
+    """A rule in a file next to the config is named by its resolved path (the solve may run elsewhere)."""
+    module, sep, name = spec.partition(":")
+    return f"{(base / module).resolve()}{sep}{name}" if module.endswith(".py") else spec
 
 
 def _check_zone(name: str, where: str, field: str, errors: list[InputError]) -> str | None:

@@ -34,6 +34,9 @@ class SolverOptions:
     piece_threads: int = 2  # in this process, pieces solve on this many threads (HiGHS releases the GIL)
     workers: int = 1  # pieces solved in this many processes (Dask LocalCluster when > 1)
     scheduler: str | None = None  # or on an existing Dask cluster, e.g. tcp://host:8786
+    # user rules in Pyomo ("file.py:function" or "package.module:function"), compiled into the fast
+    # model's rows on every solve path (optimizers/extensions.py)
+    extensions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
