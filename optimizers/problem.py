@@ -23,6 +23,8 @@ from vpp.timeseries import profile_on
 
 @dataclass(frozen=True)
 class ProductData:
+    """An ancillary product over the horizon: regulation up or down, or spinning reserve (``vpp.markets.ProductKind``)."""
+
     id: str
     is_up: bool
     value_per_mw_h: np.ndarray  # (T,) capacity price + mileage price × mileage × performance
@@ -33,6 +35,11 @@ class ProductData:
     eligible: np.ndarray  # (U,) bool
     blocked: np.ndarray  # (T,) bool: override or not offered
     fixed_kw: np.ndarray  # (T,) NaN where the bid is free, else the bid already submitted (gate closed)
+
+    @property
+    def deployment_sign(self) -> float:
+        """As ``ProductKind.deployment_sign``: +1 up (more discharge), −1 down."""
+        return 1.0 if self.is_up else -1.0
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ def _reserve_energy(m, u: str, t: int, up: bool):
 
 def _deployment_energy(m, u: str, t: int):
     """Expected deployed energy in interval t: up drains, down fills (item 3)."""
-    return sum((-1.0 if prod.is_up else 1.0) * prod.deployment_fraction * m._p.dt_h * _cells(m, k, u, t) for k, prod in enumerate(m._p.products) if prod.deployment_fraction)
+    return sum(-prod.deployment_sign * prod.deployment_fraction * m._p.dt_h * _cells(m, k, u, t) for k, prod in enumerate(m._p.products) if prod.deployment_fraction)
 
 
 def _allocations(m: pyo.ConcreteModel, p: Problem) -> None:
@@ -156,11 +156,11 @@ def _reserves(m: pyo.ConcreteModel, p: Problem) -> None:
     for k, prod in enumerate(p.products):
         # degradation on the expected deployment of the discharge side: up pays, down saves
         if prod.deployment_fraction:
-            sign = -1.0 if prod.is_up else 1.0
+            sign = prod.deployment_sign
             for u in m.U:
                 deg = float(p.deg_cost_per_mwh[iu[u]]) / 1000.0 * dt
                 if deg:
-                    m.terms.extend(sign * prod.deployment_fraction * deg * m.reserve_from_discharge_kw[k, u, t] for t in m.T)
+                    m.terms.extend(-sign * prod.deployment_fraction * deg * m.reserve_from_discharge_kw[k, u, t] for t in m.T)
 
 
 def _members(m, s: str) -> list[str]:
@@ -221,7 +221,7 @@ def _bids(m: pyo.ConcreteModel, p: Problem) -> None:
     dt = p.dt_h
     ts = list(range(len(p.index)))
     for k, prod in enumerate(p.products):
-        value = prod.value_per_mw_h * dt / 1000.0 - (-1.0 if prod.is_up else 1.0) * prod.deployment_fraction * p.energy_price_per_mwh * dt / 1000.0
+        value = prod.value_per_mw_h * dt / 1000.0 + prod.deployment_sign * prod.deployment_fraction * p.energy_price_per_mwh * dt / 1000.0
         m.terms.extend(float(value[t]) * m.bid_kw[k, t] for t in ts)
         free = prod.min_kw <= 0 and prod.increment_kw <= 0 and not np.isfinite(prod.fixed_kw).any()
         if free:

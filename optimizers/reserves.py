@@ -79,28 +79,27 @@ def _add_product(b: Built, prod: ProductData) -> None:
         for key in ("soc_min", "soc_min_start"):
             lm.add_terms(r[key], -D * per_ch, r_ch)
             lm.add_terms(r[key], -D * per_dis, r_dis)
-        sign = -1.0  # deployment drains the battery
     else:
         lm.add_terms(r["down_from_charge"], 1.0, r_ch)
         lm.add_terms(r["down_from_discharge"], 1.0, r_dis)
         for key in ("soc_max", "soc_max_start"):
             lm.add_terms(r[key], D * per_ch, r_ch)
             lm.add_terms(r[key], D * per_dis, r_dis)
-        sign = 1.0
+    sign = prod.deployment_sign  # up: more discharge, which drains the cells
     if alpha:
-        lm.add_terms(r["energy_balance"], -sign * alpha * dt * per_ch, r_ch)
-        lm.add_terms(r["energy_balance"], -sign * alpha * dt * per_dis, r_dis)
+        lm.add_terms(r["energy_balance"], sign * alpha * dt * per_ch, r_ch)
+        lm.add_terms(r["energy_balance"], sign * alpha * dt * per_dis, r_dis)
     if alpha and (p.deg_cost_per_mwh > 0).any():
         # the expected deployment moves discharge too (up: more, down: less): it pays or saves the
         # degradation cost of the energy that leaves the cells, as scheduled discharge does
-        lm.maximize(sign * alpha * (p.deg_cost_per_mwh / 1000.0 * dt)[:, None] * np.ones((1, T)), r_dis)
+        lm.maximize(-sign * alpha * (p.deg_cost_per_mwh / 1000.0 * dt)[:, None] * np.ones((1, T)), r_dis)
     room = r.get("site_up_room" if prod.is_up else "site_down_room")
     if room is not None:
         lm.add_terms(room[p.unit_site], 1.0, r_ch)
         lm.add_terms(room[p.unit_site], 1.0, r_dis)
 
     # capacity (+ mileage) value, and the expected deployed energy settled at the spot price
-    value = prod.value_per_mw_h * dt / 1000.0 - sign * alpha * p.energy_price_per_mwh * dt / 1000.0
+    value = prod.value_per_mw_h * dt / 1000.0 + sign * alpha * p.energy_price_per_mwh * dt / 1000.0
     free = prod.min_kw <= 0 and prod.increment_kw <= 0 and not np.isfinite(prod.fixed_kw).any()
     pinned = bool(np.isfinite(prod.fixed_kw).all())
     if free or pinned:

@@ -107,7 +107,7 @@ def revenue_by_interval(
         out[prod.id] = reserve[prod.id] * capacity[None, :]
         if prod.deployment_fraction and p.energy_price_per_mwh.any():
             # expected deployed energy, settled at the spot price: sold for up, bought for down
-            energy = (1.0 if prod.is_up else -1.0) * prod.deployment_fraction * p.energy_price_per_mwh * dt / 1000.0
+            energy = prod.deployment_sign * prod.deployment_fraction * p.energy_price_per_mwh * dt / 1000.0
             out[f"{prod.id}.deployment_energy"] = reserve[prod.id] * energy[None, :]
 
     if p.events:
@@ -130,7 +130,7 @@ def revenue_by_interval(
         for prod in p.products if reserve_from_charge is not None else ():
             if prod.deployment_fraction:
                 on_discharge = reserve[prod.id] - reserve_from_charge[prod.id]
-                expected += (1.0 if prod.is_up else -1.0) * prod.deployment_fraction * on_discharge
+                expected += prod.deployment_sign * prod.deployment_fraction * on_discharge
         out["degradation"] = -(p.deg_cost_per_mwh[:, None] / 1000.0 * dt) * expected
     if p.terminal_value_per_mwh and T:
         terminal = np.zeros((U, T))

@@ -209,7 +209,7 @@ def run_backtest(cfg: VppConfig, start: pd.Timestamp, end: pd.Timestamp, setting
     dfleet = DispatchFleet.of(cfg.fleet, cfg.market)
     avail = np.vstack([u.availability(index) for u in units]) if U else np.zeros((0, T))
     products = cfg.market.products
-    is_up = {p.id: p.kind.is_up for p in products}
+    sign_of = {p.id: p.kind.deployment_sign for p in products}
     alpha = {p.id: p.deployment_fraction for p in products}
 
     soc = np.array([u.initial_soc for u in units], float)
@@ -331,7 +331,7 @@ def run_backtest(cfg: VppConfig, start: pd.Timestamp, end: pd.Timestamp, setting
                     held_from_charge[pid][:, t] += from_charge / n_sub
                     if not shares[pid] or not alloc.any():
                         continue
-                    sign = 1.0 if is_up[pid] else -1.0  # up: charge less / discharge more
+                    sign = sign_of[pid]  # up: charge less / discharge more
                     ch = ch - sign * shares[pid] * from_charge
                     dis = dis + sign * shares[pid] * (alloc - from_charge)
                     deployed_net += sign * shares[pid] * alloc

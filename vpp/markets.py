@@ -28,6 +28,13 @@ class ProductKind(enum.Enum):
         """Up products deliver more export (discharge more / charge less) when called."""
         return self is not ProductKind.REGULATION_DOWN
 
+    @property
+    def deployment_sign(self) -> float:
+        """+1 for up, −1 for down: which way a deployment moves a unit's power in the one sign
+        convention (+ discharge / export). Every use of deployment (the model's energy balance and
+        value, the revenue streams, the backtest's physics) takes its sign from here."""
+        return 1.0 if self.is_up else -1.0
+
 
 @dataclass(frozen=True, slots=True)
 class GateClosure:
