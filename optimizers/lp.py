@@ -367,7 +367,11 @@ class Session:
         return self.ints.size > 0
 
     def remaining_s(self) -> float:
-        return max(self.time_limit_s - (time.perf_counter() - self.started), self.floor_s)
+        return max(self.left_s(), self.floor_s)
+
+    def left_s(self) -> float:
+        """Seconds of the limit left (negative once it is past)."""
+        return self.time_limit_s - (time.perf_counter() - self.started)
 
     def gap(self, objective: float) -> float:
         return max((self.bound - objective) / max(abs(self.bound), 1.0), 0.0)  # HiGHS' convention
