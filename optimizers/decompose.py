@@ -286,7 +286,8 @@ def _bound(p: Problem, pieces: list[Piece], stage1: list[Problem], solved: list[
     columns.add(solved, {}, own_dr=True)
     lam, priced = (first[0], [first[1][k] for k in members]) if first is not None else (_own_prices(p, solved), None)
     center, best, rounds = lam, np.inf, 0
-    while rounds < options.bound_rounds and time.perf_counter() < deadline:
+    # the first round's answers came with stage 1 (``first``): their bound costs nothing, past the limit too
+    while rounds < options.bound_rounds and (time.perf_counter() < deadline or (rounds == 0 and priced is not None)):
         if priced is None:
             priced = run([_Priced(stage1[k], lam) for k in members], members, "bound")
         rounds += 1
