@@ -510,7 +510,9 @@ solver worker processes and Dask workers started from this process see it too.""
 def log_solver_to(path: str | os.PathLike[str] | None) -> None:
     """Send HiGHS' log of every later one-model solve, in this process and its children, to ``path``."""
     if path is not None:
-        os.environ[SOLVER_LOG_ENV] = os.fspath(Path(path).resolve())
+        resolved = Path(path).resolve()
+        resolved.write_text("")  # there, and empty, even when the plan needed no one-model solve (decomposition pieces are not logged)
+        os.environ[SOLVER_LOG_ENV] = os.fspath(resolved)
 
 
 def _options(h: highspy.Highs, time_limit_s: float, mip_gap: float, threads: int, warm: bool) -> highspy.Highs:
