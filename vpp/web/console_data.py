@@ -95,7 +95,7 @@ def revenue(engine: Engine, contracts: tuple[Contract, ...], start: pd.Timestamp
     local = rows["interval_start"].dt.tz_convert(timezone)
     period = local.dt.strftime("%Y-%m-%d" if per == "day" else "%Y-%m")
     owner = {u: c.id for c in contracts for u in c.units}
-    key = {"stream": rows["stream"], "unit": rows["unit_id"], "site": rows["site_id"], "contract": rows["unit_id"].map(owner).fillna(UNCONTRACTED)}[by]
+    key = {"stream": rows["stream"], "unit": rows["unit_id"], "site": rows["site_id"], "contract": rows["unit_id"].map(lambda u: owner.get(u, UNCONTRACTED))}[by]
     out = rows.assign(period=period.to_numpy(), key=key.to_numpy()).groupby(["period", "key"], as_index=False, sort=True)["amount_minor"].sum()
     out["amount_minor"] = out["amount_minor"].astype(np.int64)
     return out
