@@ -75,7 +75,7 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[
 async def portal(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, Path, str]]:
     """The portal alone (no daemon) over the Guangdong example's ledger: November 2026 recorded."""
     directory = tmp_path_factory.mktemp("web-portal")
-    path = example_config(directory)
+    path = example_config(directory, _constant_load)
     url = f"sqlite:///{directory / 'ledger.db'}"
     record_example(url)
     cfg = load_config(path)
@@ -197,6 +197,11 @@ async def test_the_statement_equals_the_ledger_report_to_the_minor_unit_and_the_
     mine = report[report["contract_id"] == "shenzhen-agency"]
     assert shown == mine["amount_minor"].astype(int).tolist()
     assert total == int(mine["amount_minor"].sum())
+    bill = page.locator("#bill td.num")
+    assert await bill.count() == 3  # without, with, saved: priced on the site's load and the TOU tariff
+    statement = await (await page.request.get(f"{base}/ui/api/statements/shenzhen-agency/2026-11")).json()
+    assert statement["bill"]["without_battery_minor"] - statement["bill"]["with_battery_minor"] == sum(v for k, v in statement["streams"].items() if k in ("tou_savings", "demand_charge_savings"))
+    assert statement["total_minor"] == total
     print("screenshot", await shot(page, "portal-statement-zh"))
     response = await page.request.get(f"{base}/ui/statements/shenzhen-agency/2026-11.pdf?lang=zh-CN")
     assert response.status == 200 and response.headers["content-type"] == "application/pdf"
@@ -259,6 +264,13 @@ async def test_the_fleet_page_of_a_200_unit_daemon_loads_within_a_second(browser
         daemon.stop_event.set()
         await task
         await sim.stop()
+
+
+def _constant_load(cfg: dict) -> None:
+    """Shenzhen's load as a constant 800 kW: the bundled load series are of 2017, the ledger's month 2026-11."""
+    for site in cfg["sites"]:
+        if site["id"] == "shenzhen_office_park":
+            site["load_kw"] = 800.0
 
 
 def _audit(daemon: Daemon) -> list[dict]:

@@ -155,6 +155,15 @@ def metered_rows(engine: Engine, start: pd.Timestamp, end: pd.Timestamp, unit_id
     return pd.DataFrame({"interval_start": _from_db(out["interval_start"]), "unit_id": out["unit_id"], "charged_kwh": out["charged_wh"].astype("float64") / 1000.0, "discharged_kwh": out["discharged_wh"].astype("float64") / 1000.0})
 
 
+def settled_starts(engine: Engine, start: pd.Timestamp, end: pd.Timestamp, unit_ids: Sequence[str]) -> pd.DatetimeIndex:
+    """The distinct interval starts in [start, end) with a settled row for any of the given units."""
+    c = settlements.c
+    query = sa.select(sa.distinct(c.interval_start)).where(c.interval_start >= _db_time(start), c.interval_start < _db_time(end), c.unit_id.in_(list(unit_ids))).order_by(c.interval_start)
+    with engine.connect() as conn:
+        values = pd.Series([r[0] for r in conn.execute(query).all()])
+    return pd.DatetimeIndex(_from_db(values))
+
+
 def read_settlements(engine: Engine, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None) -> pd.DataFrame:
     """Stored settlement rows (``SETTLEMENT_COLUMNS``, UTC times), optionally only intervals in [start, end)."""
     c = settlements.c

@@ -2,7 +2,7 @@
 
 The month's totals and dispatched energy are read with the functions `vpp ledger report` uses
 (``settled_totals``, ``dispatched_kwh``), so the split is the report's. The no-battery bill is priced on
-each retail site's load − PV over the intervals its units have metered energy for; where that series
+each retail site's load − PV over the intervals its units have settled rows for; where that series
 does not cover the month (or the site has no tariff), the statement says the bill is not available
 rather than guessing.
 """
@@ -21,7 +21,7 @@ from vpp.ledger.contracts import Contract
 from vpp.ledger.money import currency_exponent
 from vpp.ledger.report import month_bounds
 from vpp.ledger.statement import Statement, build_statement
-from vpp.ledger.store import dispatched_kwh, metered_rows, settled_intervals, settled_totals
+from vpp.ledger.store import dispatched_kwh, metered_rows, settled_intervals, settled_starts, settled_totals
 from vpp.timeseries import profile_on
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def load_statement(cfg: VppConfig, engine: Engine, contract: Contract, month: st
         intervals=int(counted.max()) if len(counted) else 0,
         energy=_by_period(metered, units, sites, cfg.interval),
         capacity_kwh=float(sum(u.energy_kwh for u in mine)),
-        bill_without_battery_minor=_bill_without_battery(metered, {u.site_id for u in mine}, sites, cfg),
+        bill_without_battery_minor=_bill_without_battery(settled_starts(engine, start, end, contract.units), {u.site_id for u in mine}, sites, cfg),
     )
 
 
@@ -62,11 +62,12 @@ def _by_period(metered: pd.DataFrame, units: dict, sites: dict, interval: pd.Tim
     return pd.DataFrame({"period": period, "charged_kwh": metered["charged_kwh"], "discharged_kwh": metered["discharged_kwh"]})
 
 
-def _bill_without_battery(metered: pd.DataFrame, site_ids: set[str], sites: dict, cfg: VppConfig) -> int | None:
+def _bill_without_battery(times: pd.DatetimeIndex, site_ids: set[str], sites: dict, cfg: VppConfig) -> int | None:
+    """The retail sites' bill on load − PV alone over the settled intervals (energy at the TOU price, less
+    feed-in, plus the demand charge on the peak import), rounded once to minor units."""
     retail = [sites[s] for s in sorted(site_ids) if s in sites and sites[s].market == "retail" and sites[s].tariff is not None]
-    if not retail or metered.empty:
+    if not retail or times.empty:
         return None
-    times = pd.DatetimeIndex(sorted(metered["interval_start"].unique()))
     grid = pd.date_range(times[0], times[-1], freq=cfg.interval)
     take = grid.isin(times)
     dt_h = cfg.interval.total_seconds() / 3600.0

@@ -1,0 +1,100 @@
+"""The web layer without a browser: password hashes, sessions, CSRF tokens, the catalogs, `vpp users add`."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.cli import vpp
+from tests.test_ledger_cli import example_config
+from vpp.web import auth
+from vpp.web.i18n import CATALOGS, LANGUAGES, Translator
+
+WEB = Path(__file__).resolve().parents[1] / "vpp" / "web"
+SECRET = b"s" * 32
+
+
+def test_a_password_verifies_only_against_its_own_hash() -> None:
+    stored = auth.hash_password("correct horse")
+    assert auth.verify_password("correct horse", stored)
+    assert not auth.verify_password("correct horsE", stored)
+    assert not auth.verify_password("x" * (auth.MAX_PASSWORD + 1), stored)  # no scrypt of a huge input
+    assert not auth.verify_password("correct horse", "scrypt$99999999$8$1$AA$AA")  # cost out of bounds
+    assert not auth.verify_password("correct horse", "plain-text")
+    assert stored != auth.hash_password("correct horse")  # salted
+
+
+def test_a_session_is_refused_when_forged_expired_or_signed_with_another_secret() -> None:
+    now = time.time()
+    s = auth.Session("dg", auth.CUSTOMER, "dongguan_electronics", now + 60, "sid")
+    cookie = auth.sign_session(s, SECRET)
+    assert auth.read_session(cookie, SECRET, now) == s
+    assert auth.read_session(cookie, SECRET, now + 61) is None  # expired
+    assert auth.read_session(cookie, b"t" * 32, now) is None  # another secret
+    payload, signature = cookie.split(".")
+    forged = auth.sign_session(auth.Session("dg", auth.OPERATOR, None, now + 60, "sid"), b"t" * 32).split(".")[0]
+    assert auth.read_session(f"{forged}.{signature}", SECRET, now) is None  # role changed, signature kept
+    assert auth.read_session("x" * 5000, SECRET, now) is None
+
+
+@given(st.text(min_size=1, max_size=40), st.text(min_size=1, max_size=40))
+def test_a_csrf_token_matches_only_its_own_nonce(nonce: str, other: str) -> None:
+    token = auth.csrf_token(nonce, SECRET)
+    assert auth.csrf_ok(nonce, token, SECRET) == (len(nonce) <= 64)
+    if other != nonce:
+        assert not auth.csrf_ok(other, token, SECRET)
+    assert not auth.csrf_ok(nonce, None, SECRET) and not auth.csrf_ok(None, token, SECRET)
+
+
+def used_keys() -> set[str]:
+    """Every literal catalog key in the templates and routes, plus the families built from data."""
+    text = "".join(p.read_text(encoding="utf-8") for p in [*WEB.glob("templates/*.html"), *WEB.glob("*.py")])
+    keys = set(re.findall(r"""\bt\(\s*["']([a-z_]+\.[a-z_.]*[a-z_])["']""", text))
+    families = {
+        "kind": ["force_power", "unit_out", "soc_floor", "soc_ceiling", "block_product", "fleet_export_cap", "fleet_import_cap"],
+        "event": ["applied", "expired", "withdrawn", "rejected"],
+        "model": ["energy_as_a_service", "co_investment", "agency_operation"],
+        "group": ["savings", "energy", "demand_response", "ancillary", "degradation"],
+        "item": ["service_fee", "operating_fee", "revenue_share", "degradation", "guaranteed_minimum", "excess_share", "guarantee_shortfall", "revenue"],
+        "error": ["400", "401", "403", "404", "409", "413", "422"],
+        "rev.by": ["stream", "unit", "site", "contract"],
+        "rev.per": ["day", "month"],
+        "st.section": ["bill", "stream", "split", "total", "energy"],
+        "alarm": ["stale", "link", "out", "tick", "solver", "overrides"],
+    }
+    return keys | {f"{f}.{v}" for f, values in families.items() for v in values}
+
+
+def test_both_catalogs_hold_every_key_the_pages_use_and_nothing_else() -> None:
+    keys = used_keys()
+    assert len(keys) > 100
+    for lang in LANGUAGES:
+        catalog = json.loads((CATALOGS / f"{lang}.json").read_text(encoding="utf-8"))
+        assert keys - set(catalog) == set(), (lang, sorted(keys - set(catalog)))
+        assert all(v.strip() for v in catalog.values()), lang
+    en, zh = (set(json.loads((CATALOGS / f"{lang}.json").read_text(encoding="utf-8"))) for lang in LANGUAGES)
+    assert en == zh
+
+
+@pytest.mark.parametrize(("lang", "minor", "currency", "shown"), [("zh-CN", 123456789, "CNY", "¥1,234,567.89"), ("en", -5, "CNY", "-CNY 0.05"), ("en", 1234, "JPY", "JPY 1,234"), ("zh-CN", 10, "KWD", "0.010")])
+def test_money_is_formatted_exactly_in_the_currency(lang: str, minor: int, currency: str, shown: str) -> None:
+    assert Translator(lang, currency, "UTC").money(minor).endswith(shown)
+
+
+def test_users_add_through_the_installed_command_hashes_the_password_and_checks_the_customer(tmp_path: Path) -> None:
+    config = example_config(tmp_path)
+    done = vpp("users", "add", "-c", str(config), "dg", "--role", "customer", "--customer", "dongguan_electronics", "--password-stdin", input_text="a-long-password\n")
+    assert done.returncode == 0, done.stderr
+    users = yaml.safe_load(config.with_suffix(".users.yaml").read_text())["users"]
+    assert users[0]["name"] == "dg" and auth.verify_password("a-long-password", users[0]["password"])
+    assert "a-long-password" not in config.with_suffix(".users.yaml").read_text()
+    assert oct(config.with_suffix(".users.yaml").stat().st_mode & 0o777) == "0o600"
+    bad = vpp("users", "add", "-c", str(config), "x", "--role", "customer", "--customer", "nobody", "--password-stdin", input_text="a-long-password\n")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "nobody" in bad.stderr and "Traceback" not in bad.stderr
