@@ -98,3 +98,48 @@ def test_users_add_through_the_installed_command_hashes_the_password_and_checks_
     assert oct(config.with_suffix(".users.yaml").stat().st_mode & 0o777) == "0o600"
     bad = vpp("users", "add", "-c", str(config), "x", "--role", "customer", "--customer", "nobody", "--password-stdin", input_text="a-long-password\n")
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "nobody" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_chart_points_fall_inside_the_plot_whatever_the_time_resolution() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from vpp.web.charts import Series, line_chart
+
+    for unit in ("s", "us", "ns"):
+        t = pd.date_range("2020-08-18", periods=12, freq="5min", tz="UTC").as_unit(unit)
+        svg = str(line_chart([Series("p", t, np.linspace(-250, 250, 12), step=True), Series("m", t[::2], np.ones(6))], title="x", unit="kW", timezone="Asia/Shanghai"))
+        points = [tuple(map(float, p.split(","))) for line in re.findall(r'points="([^"]*)"', svg) for p in line.split()]
+        assert len(points) == 2 * 12 - 1 + 6
+        assert all(56 <= x <= 888 and 24 <= y <= 192 for x, y in points), (unit, points[:3])
+
+
+def test_the_portal_runs_without_a_daemon_from_the_installed_command(tmp_path: Path) -> None:
+    import subprocess
+
+    import httpx
+
+    from tests.cli import VPP
+    from tests.conftest import free_port
+    from tests.test_ledger_cli import record_example
+
+    config = example_config(tmp_path)
+    db = tmp_path / "ledger.db"
+    record_example(f"sqlite:///{db}")
+    port = free_port()
+    process = subprocess.Popen([VPP, "portal", "-c", str(config), "--db", str(db), "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                login = httpx.get(f"http://127.0.0.1:{port}/ui/login", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, process.stdout.read() if process.poll() is not None else "portal did not answer"
+                time.sleep(0.2)
+        assert login.status_code == 200 and "csrf" in login.text
+        assert httpx.get(f"http://127.0.0.1:{port}/ui/statements/dongguan-eaas/2026-11.pdf").status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{port}/", follow_redirects=False).status_code == 303
+    finally:
+        process.terminate()
+        process.wait(10)

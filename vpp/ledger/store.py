@@ -158,7 +158,7 @@ def metered_rows(engine: Engine, start: pd.Timestamp, end: pd.Timestamp, unit_id
 def settled_starts(engine: Engine, start: pd.Timestamp, end: pd.Timestamp, unit_ids: Sequence[str]) -> pd.DatetimeIndex:
     """The distinct interval starts in [start, end) with a settled row for any of the given units."""
     c = settlements.c
-    query = sa.select(sa.distinct(c.interval_start)).where(c.interval_start >= _db_time(start), c.interval_start < _db_time(end), c.unit_id.in_(list(unit_ids))).order_by(c.interval_start)
+    query = sa.select(c.interval_start).distinct().where(c.interval_start >= _db_time(start), c.interval_start < _db_time(end), c.unit_id.in_(list(unit_ids))).order_by(c.interval_start)
     with engine.connect() as conn:
         values = pd.Series([r[0] for r in conn.execute(query).all()])
     return pd.DatetimeIndex(_from_db(values))

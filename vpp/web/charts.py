@@ -49,7 +49,7 @@ def line_chart(series: Sequence[Series], *, title: str, unit: str, timezone: str
         stamp = pd.Timestamp(int(t0 + frac * (t1 - t0)), tz="UTC").tz_convert(timezone).strftime("%m-%d %H:%M")
         parts.append(f'<text x="{left + frac * plot_w:.1f}" y="{height - 8}" text-anchor="{("start", "middle", "end")[int(frac * 2)]}" class="chart-axis">{stamp}</text>')
     for k, s in enumerate(shown):
-        tv = s.t.asi8
+        tv = s.t.as_unit("ns").asi8  # .value below is ns; pandas may hold another resolution
         yv = np.asarray(s.y, float)
         points: list[str] = []
         for i, (tt, vv) in enumerate(zip(tv, yv)):
