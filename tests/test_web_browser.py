@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,7 +28,7 @@ from playwright.async_api import async_playwright
 from pypdf import PdfReader
 
 from simulators.device_fleet import SimulatedFleet
-from tests.cli import vpp
+from tests.cli import VPP, vpp
 from tests.conftest import Mosquitto, free_port
 from tests.daemon_rig import wait_for, write_config
 from tests.test_ledger_cli import example_config, record_example
@@ -244,26 +245,29 @@ async def test_the_fleet_page_of_a_200_unit_daemon_loads_within_a_second(browser
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     cfg = load_config(path)
     add_users(path, web_settings(cfg), {})
-    sim = SimulatedFleet(cfg.units, None, cfg.path.parent, tick_s=0.2)
-    await sim.start()
+    # the 200 devices answer from their own process (`vpp devices simulate`), as real ones would
+    devices = subprocess.Popen([VPP, "devices", "simulate", "--config", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     daemon = Daemon(cfg)
     task = asyncio.create_task(daemon.run(install_signals=False))
     try:
-        await wait_for(lambda: daemon.control.last is not None and daemon.control.out == frozenset(), 30, "200 units in dispatch")
+        await wait_for(lambda: daemon.control.last is not None and daemon.control.out == frozenset(), 40, "200 units in dispatch")
         context, page = await login(browser, f"http://127.0.0.1:{cfg.daemon.api.port}", "op")
-        loads = []
-        for _ in range(3):
+        loads, servers = [], []
+        for _ in range(4):
             await page.goto("/ui/fleet")
-            loads.append(await page.evaluate("(() => { const n = performance.getEntriesByType('navigation')[0]; return n.loadEventEnd - n.startTime; })()"))
+            timing = await page.evaluate("(() => { const n = performance.getEntriesByType('navigation')[0]; return [n.loadEventEnd - n.startTime, n.responseEnd - n.requestStart]; })()")
+            loads.append(timing[0])
+            servers.append(timing[1])
         assert await page.locator("tr[data-unit]").count() == 200
-        print(f"figure: fleet page, 200 units, load event ms {[round(x) for x in loads]}")
+        print(f"figure: fleet page, 200 units, load event ms {[round(x) for x in loads]}, request→response ms {[round(x) for x in servers]}")
         print("screenshot", await shot(page, "console-fleet-200"))
-        assert max(loads[1:]) <= 1000, loads
+        assert max(loads[1:]) <= 1000, loads  # the first load also fetches the stylesheet and script
         await context.close()
     finally:
         daemon.stop_event.set()
         await task
-        await sim.stop()
+        devices.terminate()
+        devices.wait(10)
 
 
 def _constant_load(cfg: dict) -> None:
