@@ -222,7 +222,7 @@ def _routes(app: FastAPI, web: Web) -> None:  # noqa: C901 - one place lists eve
             data = await asyncio.to_thread(console_data.plan_vs_actual, web.engine, unit, start, end)
             p, c, m = data["planned"], data["commanded"], data["measured"]
             chart_power = charts.line_chart(
-                [charts.Series(t("plan.planned"), pd.DatetimeIndex(p["t"]), p["power_kw"].to_numpy(), step=True), charts.Series(t("plan.commanded"), pd.DatetimeIndex(c["t"]), c["power_kw"].to_numpy(dtype=float)), charts.Series(t("plan.measured"), pd.DatetimeIndex(m["t"]), m["power_kw"].to_numpy())],
+                [charts.Series(t("plan.planned"), pd.DatetimeIndex(p["t"]), p["power_kw"].to_numpy(), step=True), charts.Series(t("plan.commanded"), pd.DatetimeIndex(c["t"]), c["power_kw"].to_numpy(dtype=float), step=True), charts.Series(t("plan.measured"), pd.DatetimeIndex(m["t"]), m["power_kw"].to_numpy(), step=True)],
                 title=t("plan.power"), unit="kW", timezone=cfg.timezone,
             )
             chart_soc = charts.line_chart([charts.Series(t("plan.measured_soc"), pd.DatetimeIndex(m["t"]), 100 * m["soc"].to_numpy())], title=t("plan.soc"), unit="%", timezone=cfg.timezone)
