@@ -67,7 +67,7 @@ def used_keys() -> set[str]:
         "rev.by": ["stream", "unit", "site", "contract"],
         "rev.per": ["day", "month"],
         "st.section": ["bill", "stream", "split", "total", "energy"],
-        "alarm": ["stale", "link", "out", "tick", "solver", "overrides"],
+        "alarm": ["stale", "link", "out", "tick", "overrun", "solver", "overrides"],
     }
     return keys | {f"{f}.{v}" for f, values in families.items() for v in values}
 

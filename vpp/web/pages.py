@@ -28,20 +28,25 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.engine import Engine
 
+import logging
+
 from vpp.config import VppConfig
 from vpp.errors import InputError
+from vpp.log_limit import LogLimiter, held_note
 from vpp.ledger.report import month_bounds
 from vpp.ledger.statement import stream_group
 from vpp.web import access, auth, charts, console_data
 from vpp.web.config import WebModel
 from vpp.web.i18n import LANGUAGES, Translator
-from vpp.web.statement_data import load_statement
+from vpp.web.statement_data import load_statement, statement_profile
 from vpp.web.statement_files import statement_csv, statement_pdf
 from vpp.web.users import load_users, session_secret
 
 if TYPE_CHECKING:
     from vpp.daemon.app import Daemon
 
+log = logging.getLogger(__name__)
+_refusals = LogLimiter()
 HERE = Path(__file__).parent
 SESSION, NONCE, LANG = "vpp_session", "vpp_nonce", "vpp_lang"
 MAX_FORM_BYTES = 16_384
@@ -100,7 +105,11 @@ def _page(request: Request, web: Web, template: str, status: int = 200, **contex
     return response
 
 
-def _denied(request: Request, web: Web, status: int) -> HTMLResponse:
+def _denied(request: Request, web: Web, status: int, why: str | None = None) -> HTMLResponse:
+    """The error page; refusals of outside input (why given) are logged, one rate-limited line each."""
+    if why is not None and (held := _refusals.allow()) is not None:
+        session = _session(request, web)
+        log.warning("web refused status=%d path=%s user=%s client=%s: %s%s", status, request.url.path[:200], session.user if session else "-", request.client.host if request.client else "-", why, held_note(held))
     return _page(request, web, "error.html", status=status, code=status)
 
 
@@ -111,7 +120,7 @@ def _guard(request: Request, web: Web, *, operator: bool = False) -> auth.Sessio
             return JSONResponse({"detail": "log in first"}, status_code=401)
         return RedirectResponse(f"/ui/login?next={quote(request.url.path)}", status_code=303)
     if operator and session.role != auth.OPERATOR:
-        return _denied(request, web, 403)
+        return _denied(request, web, 403, "operator page asked for by a customer")
     return session
 
 
@@ -121,14 +130,14 @@ async def _form(request: Request, web: Web) -> dict[str, str] | Response:
 
     raw = await _body(request, MAX_FORM_BYTES)
     if raw is None:
-        return _denied(request, web, 413)
+        return _denied(request, web, 413, f"form larger than {MAX_FORM_BYTES} bytes")
     try:
         fields = parse_qs(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_FIELDS)
     except (UnicodeDecodeError, ValueError):
-        return _denied(request, web, 400)
+        return _denied(request, web, 400, "form is not UTF-8 or has too many fields")
     form = {k: v[0][:MAX_FIELD] for k, v in fields.items() if v}
     if not auth.csrf_ok(request.cookies.get(NONCE), form.get("csrf"), web.secret):
-        return _denied(request, web, 403)
+        return _denied(request, web, 403, "missing or wrong CSRF token")
     return form
 
 
@@ -174,6 +183,8 @@ def _routes(app: FastAPI, web: Web) -> None:  # noqa: C901 - one place lists eve
         user = users.get(name)
         ok = await asyncio.to_thread(auth.verify_password, password, user.password if user else auth.hash_password("x", salt=b"0" * 16))
         if user is None or not ok:
+            if (held := _refusals.allow()) is not None:
+                log.warning("web login failed user=%r client=%s%s", name[:64], request.client.host if request.client else "-", held_note(held))
             return _page(request, web, "login.html", status=401, next=target, failed=True)
         session = auth.Session(user=user.name, role=user.role, customer=user.customer, expires=time.time() + web.settings.session_ttl_min * 60, sid=auth.new_nonce())
         response = RedirectResponse(target, status_code=303)
@@ -213,7 +224,7 @@ def _routes(app: FastAPI, web: Web) -> None:  # noqa: C901 - one place lists eve
         cfg = web.cfg()
         units = [u.id for u in cfg.units]
         unit = unit if unit in units else (units[0] if units else None)
-        hours = float(np.clip(hours, 0.5, console_data.MAX_WINDOW.total_seconds() / 3600))
+        hours = float(np.clip(hours, 0.5, console_data.MAX_WINDOW.total_seconds() / 3600)) if np.isfinite(hours) else 6.0
         now = _now(web)
         start, end = now - pd.Timedelta(hours=hours), now + pd.Timedelta(hours=hours)
         t = Translator(_lang(request, web), cfg.currency, cfg.timezone)
@@ -349,7 +360,13 @@ def _routes(app: FastAPI, web: Web) -> None:  # noqa: C901 - one place lists eve
         if isinstance(found, Response):
             return found
         session, st = found
-        return _page(request, web, "statement.html", st=st, viewer=session.customer)
+        cfg = web.cfg()
+        t = Translator(_lang(request, web), cfg.currency, cfg.timezone)
+        contract = access.contract_for(session, cfg.contracts, contract_id)
+        power, soc = await asyncio.to_thread(statement_profile, cfg, web.engine, contract, month)
+        chart_power = charts.line_chart([charts.Series(t("st.net_power"), pd.DatetimeIndex(power["interval_start"]), power["kw"].to_numpy(dtype=float), step=True)], title=t("plan.power"), unit="kW", timezone=cfg.timezone)
+        chart_soc = charts.line_chart([charts.Series(t("plan.measured_soc"), pd.DatetimeIndex(soc["t"]), 100 * soc["soc"].to_numpy(dtype=float))], title=t("plan.soc"), unit="%", timezone=cfg.timezone)
+        return _page(request, web, "statement.html", st=st, viewer=session.customer, chart_power=chart_power, chart_soc=chart_soc)
 
     @app.get("/ui/api/statements/{contract_id}/{month}")
     async def statement_json(request: Request, contract_id: str, month: str) -> Response:
@@ -374,11 +391,11 @@ async def _statement(request: Request, web: Web, contract_id: str, month: str) -
     cfg = web.cfg()
     contract = access.contract_for(session, cfg.contracts, contract_id)
     if contract is None:
-        return _denied(request, web, 404)
+        return _denied(request, web, 404, f"contract {contract_id[:128]!r} is not one this user may see")
     try:
         month_bounds(month, cfg.timezone)
     except InputError:
-        return _denied(request, web, 404)
+        return _denied(request, web, 404, f"month {month[:16]!r} is not YYYY-MM")
     return session, await asyncio.to_thread(load_statement, cfg, web.engine, contract, month)
 
 
@@ -395,11 +412,11 @@ def _status(web: Web) -> dict[str, Any] | None:
     from vpp.daemon.api import daemon_status
 
     body = daemon_status(web.daemon)
-    body["alarms"] = body.get("alarms") or _alarms(body, _stale_after(web))
+    body["alarms"] = body.get("alarms") or _alarms(body, _stale_after(web), web.daemon.settings.tick_s)
     return body
 
 
-def _alarms(status: dict[str, Any], stale_after_s: float) -> list[dict[str, str]]:
+def _alarms(status: dict[str, Any], stale_after_s: float, tick_s: float) -> list[dict[str, str]]:
     """What an operator must look at: units out of dispatch, stale telemetry, failing devices, a late
     tick, a failed solve, a rejected overrides file (the daemon's own /status alarms when it has them)."""
     out = []
@@ -411,6 +428,9 @@ def _alarms(status: dict[str, Any], stale_after_s: float) -> list[dict[str, str]
             out.append({"kind": "link", "what": uid, "detail": str(u["health"]["last_error"] or "")[:200]})
         if not u["in_dispatch"]:
             out.append({"kind": "out", "what": uid, "detail": str(u["reason"])[:200]})
+    tick = status["tick"]
+    if tick["duration_s"] is not None and tick["duration_s"] > tick_s:
+        out.append({"kind": "overrun", "what": "daemon", "detail": f"last tick took {tick['duration_s']:.3f} s of a {tick_s:g} s period"})
     if status["health"]["status"] == "unhealthy":
         out.append({"kind": "tick", "what": "daemon", "detail": "; ".join(status["health"]["reasons"])[:300]})
     solve = status["solve"]

@@ -83,3 +83,33 @@ def _bill_without_battery(times: pd.DatetimeIndex, site_ids: set[str], sites: di
         log.warning("no-battery bill not available for sites %s: %s", ",".join(s.id for s in retail), err)
         return None
     return int(np.rint(total * 10 ** currency_exponent(cfg.currency)))
+
+
+def statement_profile(cfg: VppConfig, engine: Engine, contract: Contract, month: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The contract's net battery power per settled interval (kW, + discharge, from metered energy) and
+    its energy-weighted SoC per telemetry bucket (where this database holds the daemon's telemetry)."""
+    import sqlalchemy as sa
+
+    from vpp.daemon.store import telemetry
+
+    start, end = month_bounds(month, cfg.timezone)
+    metered = metered_rows(engine, start, end, contract.units)
+    dt_h = cfg.interval.total_seconds() / 3600.0
+    power = (metered.assign(kw=(metered["discharged_kwh"] - metered["charged_kwh"]) / dt_h).groupby("interval_start", as_index=False)["kw"].sum()) if len(metered) else pd.DataFrame(columns=["interval_start", "kw"])
+    energy = {u.id: u.energy_kwh for u in cfg.fleet.units if u.id in contract.units}
+    c = telemetry.c
+    query = sa.select(c.bucket_start, c.unit_id, c.soc_last).where(c.bucket_start >= start.to_pydatetime(), c.bucket_start < end.to_pydatetime(), c.unit_id.in_(list(energy))).order_by(c.bucket_start)
+    try:
+        with engine.connect() as conn:
+            rows = pd.DataFrame(conn.execute(query).all(), columns=["t", "unit_id", "soc"])
+    except sa.exc.DBAPIError:  # a ledger without the daemon's tables (a central database)
+        rows = pd.DataFrame(columns=["t", "unit_id", "soc"])
+    if len(rows):
+        rows["t"] = pd.to_datetime(rows["t"], utc=True)
+        rows["kwh"] = rows["unit_id"].map(energy) * rows["soc"]
+        rows["cap"] = rows["unit_id"].map(energy)
+        grouped = rows.groupby("t", as_index=False)[["kwh", "cap"]].sum()
+        soc = pd.DataFrame({"t": grouped["t"], "soc": grouped["kwh"] / grouped["cap"]})
+    else:
+        soc = pd.DataFrame(columns=["t", "soc"])
+    return power, soc
