@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.cli import vpp
@@ -143,3 +143,44 @@ def test_the_portal_runs_without_a_daemon_from_the_installed_command(tmp_path: P
     finally:
         process.terminate()
         process.wait(10)
+
+
+UNITS = [("dg-1-1", "dongguan_electronics"), ("dg-big", "dongguan_electronics"), ("gz-1-2", "guangzhou_mall"), ("fs-1-3", "foshan_ceramics"), ("sz-3", "shenzhen_office_park"), ("zh-1-1", "zhuhai_school")]
+STREAMS = ["tou_savings", "demand_charge_savings", "demand_response", "degradation", "energy"]
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(-200, 3100), st.sampled_from(UNITS), st.sampled_from(STREAMS), st.integers(-10**9, 10**9)),
+        min_size=1, max_size=40, unique_by=lambda r: (r[0], r[1][0], r[2]),
+    ),
+    st.lists(st.tuples(st.integers(0, 2900), st.sampled_from(UNITS), st.floats(0, 5000), st.floats(0, 5000)), max_size=10, unique_by=lambda r: (r[0], r[1][0])),
+)
+@settings(max_examples=15)
+def test_every_statement_equals_the_ledger_reports_split_to_the_minor_unit(tmp_path_factory, rows, metered) -> None:
+    """Random months of settlements (straddling both ends of Shanghai's November) and metered energy:
+    each contract's statement split is `ledger_report`'s rows for it, and its total the streams' sum."""
+    import pandas as pd
+
+    from vpp.config import load_config
+    from vpp.db import open_database
+    from vpp.ledger.report import ledger_report
+    from vpp.ledger.store import record_settlements
+    from vpp.web.statement_data import load_statement
+
+    directory = tmp_path_factory.mktemp("statement")
+    cfg = load_config(example_config(directory))
+    engine = open_database(f"sqlite:///{directory / 'l.db'}")
+    t0 = pd.Timestamp("2026-10-31T16:00Z")
+    frame = pd.DataFrame(
+        [(t0 + pd.Timedelta(minutes=15 * k), unit, site, stream, amount) for k, (unit, site), stream, amount in rows], columns=["interval_start", "unit_id", "site_id", "stream", "amount_minor"]
+    )
+    energy = pd.DataFrame([(t0 + pd.Timedelta(minutes=15 * k), unit, d, c) for k, (unit, _), d, c in metered], columns=["interval_start", "unit_id", "discharged_kwh", "charged_kwh"])
+    record_settlements(engine, frame, energy if len(energy) else None)
+    report = ledger_report(engine, cfg.contracts, "2026-11", cfg.timezone, "contract")
+    for contract in cfg.contracts:
+        statement = load_statement(cfg, engine, contract, "2026-11")
+        expected = report[report["contract_id"] == contract.id]
+        assert [a for _, _, a in statement.split] == expected["amount_minor"].tolist()
+        assert statement.total_minor == int(expected["amount_minor"].sum()) == sum(a for _, a in statement.streams)
+    engine.dispose()
