@@ -173,7 +173,7 @@ async def test_a_customer_sees_only_its_statement_and_another_customers_urls_are
     await page.goto("/ui/statements/dongguan-eaas/2026-11?lang=en")
     assert "dongguan-eaas" in await page.locator("h1").inner_text()
     print("screenshot", await shot(page, "portal-statement-en"))
-    for other in ("/ui/statements/shenzhen-agency/2026-11", "/ui/statements/shenzhen-agency/2026-11.pdf", "/ui/statements/shenzhen-agency/2026-11.csv", "/ui/api/statements/shenzhen-agency/2026-11", "/ui/statements/no-such/2026-11"):
+    for other in ("/ui/statements/shenzhen-agency/2026-11", "/ui/statements/shenzhen-agency/2026-11/intervals.csv", "/ui/statements/shenzhen-agency/2026-11.pdf", "/ui/statements/shenzhen-agency/2026-11.csv", "/ui/api/statements/shenzhen-agency/2026-11", "/ui/statements/no-such/2026-11"):
         response = await page.request.get(f"{base}{other}")
         assert response.status == 404, (other, response.status)
     for operator_only in ("/ui/fleet", "/ui/api/status", "/ui/revenue", "/ui/overrides", "/ui/solves", "/ui/plan"):
@@ -214,6 +214,8 @@ async def test_the_statement_equals_the_ledger_report_to_the_minor_unit_and_the_
     csv_body = await (await page.request.get(f"{base}/ui/statements/shenzhen-agency/2026-11.csv")).text()
     rows = pd.read_csv(io.StringIO(csv_body))
     assert rows.loc[rows["section"] == "split", "amount_minor"].astype(int).tolist() == shown
+    intervals = pd.read_csv(io.StringIO(await (await page.request.get(f"{base}/ui/statements/shenzhen-agency/2026-11/intervals.csv")).text()))
+    assert set(intervals["unit_id"]) <= {"sz-1-1", "sz-1-2", "sz-3"} and int(intervals["amount_minor"].sum()) == total  # every figure from settled rows
     await context.close()
 
 

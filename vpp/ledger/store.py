@@ -164,10 +164,13 @@ def settled_starts(engine: Engine, start: pd.Timestamp, end: pd.Timestamp, unit_
     return pd.DatetimeIndex(_from_db(values))
 
 
-def read_settlements(engine: Engine, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None) -> pd.DataFrame:
-    """Stored settlement rows (``SETTLEMENT_COLUMNS``, UTC times), optionally only intervals in [start, end)."""
+def read_settlements(engine: Engine, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None, unit_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Stored settlement rows (``SETTLEMENT_COLUMNS``, UTC times), optionally only intervals in [start, end)
+    and only some units."""
     c = settlements.c
     query = sa.select(c.interval_start, c.unit_id, c.site_id, c.stream, c.amount_minor).order_by(c.interval_start, c.unit_id, c.stream)
+    if unit_ids is not None:
+        query = query.where(c.unit_id.in_(list(unit_ids)))
     if start is not None:
         query = query.where(c.interval_start >= _db_time(start))
     if end is not None:

@@ -35,6 +35,7 @@ from vpp.errors import InputError
 from vpp.log_limit import LogLimiter, held_note
 from vpp.ledger.report import month_bounds
 from vpp.ledger.statement import stream_group
+from vpp.ledger.store import read_settlements
 from vpp.web import access, auth, charts, console_data
 from vpp.web.config import WebModel
 from vpp.web.i18n import LANGUAGES, Translator
@@ -333,6 +334,21 @@ def _routes(app: FastAPI, web: Web) -> None:  # noqa: C901 - one place lists eve
         except InputError:
             return _denied(request, web, 400)
         return _page(request, web, "statements.html", contracts=access.visible_contracts(session, cfg.contracts), month=month, parties=access.parties)
+
+    @app.get("/ui/statements/{contract_id}/{month}/intervals.csv")
+    async def statement_intervals(request: Request, contract_id: str, month: str) -> Response:
+        """Every settled row behind the statement (interval × unit × stream): what its figures add up from."""
+        found = await _statement(request, web, contract_id, month)
+        if isinstance(found, Response):
+            return found
+        session, _ = found
+        cfg = web.cfg()
+        contract = access.contract_for(session, cfg.contracts, contract_id)
+        start, end = month_bounds(month, cfg.timezone)
+        rows = await asyncio.to_thread(read_settlements, web.engine, start, end, contract.units)
+        rows.insert(1, "interval_start_local", rows["interval_start"].dt.tz_convert(cfg.timezone).map(lambda t: t.isoformat()))
+        rows["interval_start"] = rows["interval_start"].map(lambda t: t.isoformat())
+        return Response(rows.to_csv(index=False), media_type="text/csv; charset=utf-8", headers={"Content-Disposition": f'attachment; filename="settlements-{contract_id}-{month}.csv"'})
 
     @app.get("/ui/statements/{contract_id}/{month}.csv")
     async def statement_csv_file(request: Request, contract_id: str, month: str) -> Response:

@@ -12,8 +12,6 @@ import csv
 import io
 from pathlib import Path
 
-from fpdf import FPDF
-
 from vpp.ledger.money import format_minor
 from vpp.ledger.statement import Statement, stream_group
 from vpp.web.config import DEFAULT_PDF_FONTS, LATIN_PDF_FONT
@@ -51,6 +49,8 @@ def statement_csv(st: Statement, t: Translator) -> str:
 
 
 def statement_pdf(st: Statement, t: Translator, plant: str, viewer: str | None, font: str | None = None) -> bytes:
+    from fpdf import FPDF  # here, not at import: the daemon loads the web layer at start-up
+
     pdf = FPDF(format="A4")
     pdf.set_auto_page_break(True, margin=15)
     pdf.add_page()
