@@ -223,12 +223,12 @@ async def test_the_statement_equals_the_ledger_report_to_the_minor_unit_and_the_
 async def test_every_page_renders_in_both_languages_without_missing_strings(browser, site, portal, lang) -> None:
     _, _, base = site
     context, page = await login(browser, base, "op")
-    for url in ("/ui/fleet", "/ui/plan?unit=ss-1&hours=1", "/ui/overrides", "/ui/solves", "/ui/revenue", "/ui/revenue?per=month&by=unit", "/ui/statements", "/ui/login"):
+    for url in ("/ui/fleet", "/ui/plan?unit=ss-1&hours=1", "/ui/plan?site=depot&hours=1", "/ui/plan?hours=nan", "/ui/overrides", "/ui/solves", "/ui/revenue", "/ui/revenue?per=month&by=unit", "/ui/statements", "/ui/login"):
         await page.goto(f"{url}{'&' if '?' in url else '?'}lang={lang}")
         assert await page.get_attribute("html", "lang") == lang
         text = await page.locator("body").inner_text()
         assert MISSING_MARK not in text, (url, lang, [line for line in text.splitlines() if MISSING_MARK in line])
-    await page.goto(f"/ui/plan?unit=ss-1&hours=1&lang={lang}")
+    await page.goto(f"/ui/plan?{'unit=ss-1' if lang == 'en' else 'site=depot'}&hours=1&lang={lang}")
     print("screenshot", await shot(page, f"console-plan-{lang}"))
     await context.close()
     portal_base, _, _ = portal

@@ -25,16 +25,19 @@ class Series:
     step: bool = False  # interval values (held over the interval) rather than samples
 
 
-def line_chart(series: Sequence[Series], *, title: str, unit: str, timezone: str, width: int = 900, height: int = 220) -> Markup:
+def line_chart(series: Sequence[Series], *, title: str, unit: str, timezone: str, span: tuple[pd.Timestamp, pd.Timestamp] | None = None, width: int = 900, height: int = 220) -> Markup:
+    """``span``: the time axis (so charts of one window line up); points outside it are dropped."""
     left, right, top, bottom = 56, 12, 24, 28
     plot_w, plot_h = width - left - right, height - top - bottom
+    if span is not None:
+        series = [Series(s.label, s.t[(s.t >= span[0]) & (s.t <= span[1])], np.asarray(s.y, float)[(s.t >= span[0]) & (s.t <= span[1])], s.step) for s in series]
     shown = [s for s in series if len(s.t)]
     parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="{escape(title)}">', f'<text x="{left}" y="15" class="chart-title">{escape(title)} ({escape(unit)})</text>']
     if not shown:
         parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="chart-empty">–</text></svg>')
         return Markup("".join(parts))
-    t0 = min(s.t[0] for s in shown).value
-    t1 = max(s.t[-1] for s in shown).value
+    t0 = pd.Timestamp(span[0]).value if span is not None else min(s.t[0] for s in shown).value
+    t1 = pd.Timestamp(span[1]).value if span is not None else max(s.t[-1] for s in shown).value
     t1 = t1 if t1 > t0 else t0 + 1
     ys = np.concatenate([np.asarray(s.y, float)[np.isfinite(np.asarray(s.y, float))] for s in shown] or [np.zeros(1)])
     lo, hi = (float(ys.min()), float(ys.max())) if ys.size else (0.0, 1.0)

@@ -31,37 +31,40 @@ def _utc(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values, utc=True) if len(values) else pd.Series(pd.DatetimeIndex([], tz="UTC"))
 
 
-def plan_vs_actual(engine: Engine, unit_id: str, start: pd.Timestamp, end: pd.Timestamp) -> dict[str, pd.DataFrame]:
-    """planned: the latest schedule's power per interval; commanded: setpoints written; measured: the
-    telemetry buckets' mean power and SoC. Market times in [start, end)."""
-    sp = schedule_points.c
+def plan_vs_actual(engine: Engine, units: dict[str, float], start: pd.Timestamp, end: pd.Timestamp, bucket: pd.Timedelta) -> dict[str, pd.DataFrame]:
+    """Market times in [start, end), for one unit or the sum over a site's ``units`` (id → energy kWh):
+    planned (the latest schedule's power per interval), commanded (setpoints written, averaged per
+    ``bucket``), measured (the telemetry buckets' mean power) and SoC (energy-weighted over the units)."""
+    ids = list(units)
+    sp, c, m = schedule_points.c, commands.c, telemetry.c
     with engine.connect() as conn:
         planned = pd.DataFrame(
-            conn.execute(
-                sa.select(sp.interval_start, sp.power_kw, sp.schedule_id)
-                .where(sp.unit_id == unit_id, sp.interval_start >= _t(start), sp.interval_start < _t(end))
-                .order_by(sp.interval_start, sp.schedule_id)
-            ).all(),
-            columns=["t", "power_kw", "schedule_id"],
+            conn.execute(sa.select(sp.interval_start, sp.unit_id, sp.power_kw, sp.schedule_id).where(sp.unit_id.in_(ids), sp.interval_start >= _t(start), sp.interval_start < _t(end))).all(),
+            columns=["t", "unit_id", "power_kw", "schedule_id"],
         )
-        c = commands.c
         commanded = pd.DataFrame(
-            conn.execute(
-                sa.select(c.market_at, c.power_kw).where(c.unit_id == unit_id, c.market_at >= _t(start), c.market_at < _t(end)).order_by(c.market_at.desc()).limit(COMMAND_ROWS)
-            ).all(),
-            columns=["t", "power_kw"],
+            conn.execute(sa.select(c.market_at, c.unit_id, c.power_kw).where(c.unit_id.in_(ids), c.market_at >= _t(start), c.market_at < _t(end)).order_by(c.market_at.desc()).limit(COMMAND_ROWS)).all(),
+            columns=["t", "unit_id", "power_kw"],
         )
-        m = telemetry.c
         measured = pd.DataFrame(
-            conn.execute(
-                sa.select(m.bucket_start, m.power_kw_mean, m.soc_last).where(m.unit_id == unit_id, m.bucket_start >= _t(start), m.bucket_start < _t(end)).order_by(m.bucket_start)
-            ).all(),
-            columns=["t", "power_kw", "soc"],
+            conn.execute(sa.select(m.bucket_start, m.unit_id, m.power_kw_mean, m.soc_last, m.samples).where(m.unit_id.in_(ids), m.bucket_start >= _t(start), m.bucket_start < _t(end))).all(),
+            columns=["t", "unit_id", "power_kw", "soc", "samples"],
         )
     for frame in (planned, commanded, measured):
         frame["t"] = _utc(frame["t"])
-    planned = planned.drop_duplicates("t", keep="last")  # the latest schedule for each interval
-    return {"planned": planned, "commanded": commanded.iloc[::-1].reset_index(drop=True), "measured": measured}
+    latest = planned.sort_values("schedule_id", kind="stable").drop_duplicates(["t", "unit_id"], keep="last")  # the latest schedule per interval
+    planned = latest.groupby("t", as_index=False)["power_kw"].sum()
+    commanded["power_kw"] = commanded["power_kw"].astype("float64")
+    commanded = commanded.assign(t=commanded["t"].dt.floor(bucket)).groupby(["t", "unit_id"], as_index=False)["power_kw"].mean().groupby("t", as_index=False)["power_kw"].sum(min_count=1)
+    # a bucket may be stored more than once (a flush, a restart): merge a unit's rows by their samples first
+    weight = measured["samples"].clip(lower=1).astype("float64")
+    measured = measured.assign(pw=measured["power_kw"] * weight, sw=measured["soc"] * weight, w=weight).groupby(["t", "unit_id"], as_index=False)[["pw", "sw", "w"]].sum()
+    measured = measured.assign(power_kw=measured["pw"] / measured["w"], soc=measured["sw"] / measured["w"])
+    measured["kwh"] = measured["unit_id"].map(units) * measured["soc"]
+    measured["cap"] = measured["unit_id"].map(units)
+    measured = measured.groupby("t", as_index=False)[["power_kw", "kwh", "cap"]].sum()
+    measured["soc"] = measured["kwh"] / measured["cap"]
+    return {"planned": planned, "commanded": commanded, "measured": measured[["t", "power_kw", "soc"]]}
 
 
 def audit_log(engine: Engine, limit: int = AUDIT_LIMIT) -> list[dict]:

@@ -218,28 +218,38 @@ def _routes(app: FastAPI, web: Web) -> None:  # noqa: C901 - one place lists eve
         return JSONResponse(_status(web) or {"units": {}})
 
     @app.get("/ui/plan", response_class=HTMLResponse)
-    async def plan(request: Request, unit: str | None = None, hours: float = 6.0) -> Response:
+    async def plan(request: Request, unit: str | None = None, site: str | None = None, hours: float = 6.0) -> Response:
+        """One unit, or (``site=``) the sum over a site's units."""
         session = _guard(request, web, operator=True)
         if isinstance(session, Response):
             return session
         cfg = web.cfg()
         units = [u.id for u in cfg.units]
-        unit = unit if unit in units else (units[0] if units else None)
+        sites = [s.id for s in cfg.fleet.sites]
+        site = site if site in sites else None
+        unit = None if site is not None else (unit if unit in units else (units[0] if units else None))
+        members = {u.id: u.energy_kwh for u in cfg.units if (u.site_id == site if site is not None else u.id == unit)}
         hours = float(np.clip(hours, 0.5, console_data.MAX_WINDOW.total_seconds() / 3600)) if np.isfinite(hours) else 6.0
         now = _now(web)
         start, end = now - pd.Timedelta(hours=hours), now + pd.Timedelta(hours=hours)
         t = Translator(_lang(request, web), cfg.currency, cfg.timezone)
         chart_power = chart_soc = chart_price = None
-        if unit is not None:
-            data = await asyncio.to_thread(console_data.plan_vs_actual, web.engine, unit, start, end)
+        if members:
+            bucket = web.daemon.downsample if web.daemon is not None else pd.Timedelta(minutes=1)
+            data = await asyncio.to_thread(console_data.plan_vs_actual, web.engine, members, start, end, bucket)
             p, c, m = data["planned"], data["commanded"], data["measured"]
+            p = _with_plan_in_force(web, p, members, end)
             chart_power = charts.line_chart(
-                [charts.Series(t("plan.planned"), pd.DatetimeIndex(p["t"]), p["power_kw"].to_numpy(), step=True), charts.Series(t("plan.commanded"), pd.DatetimeIndex(c["t"]), c["power_kw"].to_numpy(dtype=float), step=True), charts.Series(t("plan.measured"), pd.DatetimeIndex(m["t"]), m["power_kw"].to_numpy(), step=True)],
-                title=t("plan.power"), unit="kW", timezone=cfg.timezone,
+                [
+                    charts.Series(t("plan.planned"), pd.DatetimeIndex(p["t"]), p["power_kw"].to_numpy(dtype=float), step=True),
+                    charts.Series(t("plan.commanded"), pd.DatetimeIndex(c["t"]), c["power_kw"].to_numpy(dtype=float), step=True),
+                    charts.Series(t("plan.measured"), pd.DatetimeIndex(m["t"]), m["power_kw"].to_numpy(dtype=float), step=True),
+                ],
+                title=t("plan.power"), unit="kW", timezone=cfg.timezone, span=(start, end),
             )
-            chart_soc = charts.line_chart([charts.Series(t("plan.measured_soc"), pd.DatetimeIndex(m["t"]), 100 * m["soc"].to_numpy())], title=t("plan.soc"), unit="%", timezone=cfg.timezone)
+            chart_soc = charts.line_chart([charts.Series(t("plan.measured_soc"), pd.DatetimeIndex(m["t"]), 100 * m["soc"].to_numpy(dtype=float))], title=t("plan.soc"), unit="%", timezone=cfg.timezone, span=(start, end))
             chart_price = _price_chart(cfg, start, end, t)
-        return _page(request, web, "plan.html", units=units, unit=unit, hours=hours, chart_power=chart_power, chart_soc=chart_soc, chart_price=chart_price, schedule=_schedule_summary(web))
+        return _page(request, web, "plan.html", units=units, unit=unit, sites=sites, site=site, hours=hours, chart_power=chart_power, chart_soc=chart_soc, chart_price=chart_price, schedule=_schedule_summary(web))
 
     @app.get("/ui/overrides", response_class=HTMLResponse)
     async def overrides_page(request: Request, error: str | None = None) -> Response:
@@ -457,6 +467,18 @@ def _alarms(status: dict[str, Any], stale_after_s: float, tick_s: float) -> list
     return out
 
 
+def _with_plan_in_force(web: Web, stored: pd.DataFrame, members: dict[str, float], end: pd.Timestamp) -> pd.DataFrame:
+    """Stored plan points (the past) followed by the schedule in force for the intervals after them."""
+    held = web.daemon.schedule.schedule if web.daemon is not None else None
+    if held is None:
+        return stored
+    rows = [i for i, uid in enumerate(held.unit_ids) if uid in members]
+    after = held.index > (stored["t"].max() if len(stored) else held.index[0] - pd.Timedelta(seconds=1))
+    after &= held.index < end
+    future = pd.DataFrame({"t": held.index[after], "power_kw": held.power_kw[rows][:, after].sum(axis=0)})
+    return pd.concat([stored, future], ignore_index=True) if len(stored) else future
+
+
 def _schedule_summary(web: Web) -> dict[str, Any] | None:
     if web.daemon is None or web.daemon.schedule.schedule is None:
         return None
@@ -473,7 +495,7 @@ def _price_chart(cfg: VppConfig, start: pd.Timestamp, end: pd.Timestamp, t: Tran
         price = profile_on(cfg.market.energy_price_per_mwh, index, "price")
     except InputError:
         price = np.full(len(index), np.nan)
-    return charts.line_chart([charts.Series(t("plan.price"), index, price, step=True)], title=t("plan.price"), unit=f"{cfg.currency}/MWh", timezone=cfg.timezone)
+    return charts.line_chart([charts.Series(t("plan.price"), index, price, step=True)], title=t("plan.price"), unit=f"{cfg.currency}/MWh", timezone=cfg.timezone, span=(start, end))
 
 
 def _override_dict(o) -> dict[str, Any]:
