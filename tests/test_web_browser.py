@@ -179,6 +179,13 @@ async def test_a_customer_sees_only_its_statement_and_another_customers_urls_are
     for operator_only in ("/ui/fleet", "/ui/api/status", "/ui/revenue", "/ui/overrides", "/ui/solves", "/ui/plan"):
         assert (await page.request.get(f"{base}{operator_only}")).status == 403, operator_only
     anonymous = await browser.new_context(base_url=base)
+    wrong = await anonymous.new_page()
+    await wrong.goto("/ui/login?lang=en")
+    await wrong.fill("input[name=user]", "dg")
+    await wrong.fill("input[name=password]", "not-the-password")
+    async with wrong.expect_response(lambda r: r.url.endswith("/ui/login") and r.request.method == "POST") as answer:
+        await wrong.click("#login-submit")
+    assert (await answer.value).status == 401 and await wrong.locator("#login-error").is_visible()
     for url in ("/ui/statements/dongguan-eaas/2026-11.pdf", "/ui/api/statements/dongguan-eaas/2026-11"):
         assert (await anonymous.request.get(f"{base}{url}")).status == 401
     await anonymous.close()

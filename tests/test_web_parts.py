@@ -184,3 +184,16 @@ def test_every_statement_equals_the_ledger_reports_split_to_the_minor_unit(tmp_p
         assert [a for _, _, a in statement.split] == expected["amount_minor"].tolist()
         assert statement.total_minor == int(expected["amount_minor"].sum()) == sum(a for _, a in statement.streams)
     engine.dispose()
+
+
+def test_five_failed_logins_lock_the_name_out_for_the_window() -> None:
+    throttle = auth.LoginThrottle(attempts=5, window_s=300)
+    for k in range(5):
+        assert not throttle.blocked("op", 1000.0 + k)
+        throttle.failed("op", 1000.0 + k)
+    assert throttle.blocked("op", 1010.0) and not throttle.blocked("dg", 1010.0)
+    assert not throttle.blocked("op", 1305.0)  # the window passed
+    small = auth.LoginThrottle(attempts=1, window_s=300, max_names=3)
+    for name in "abcd":
+        small.failed(name, 0.0)
+    assert not small.blocked("a", 1.0) and small.blocked("d", 1.0)  # memory stays bounded

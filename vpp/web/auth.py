@@ -84,6 +84,32 @@ def read_session(cookie: str | None, secret: bytes, now: float) -> Session | Non
     return session if session.expires > now and session.role in (OPERATOR, CUSTOMER) else None
 
 
+class LoginThrottle:
+    """At most ``attempts`` failed logins per user name within ``window_s``; then that name is refused
+    (without checking the password) until the window has passed. In memory: a restart forgets, which
+    only gives an attacker one more window; scrypt already makes each guess cost ~50 ms of CPU."""
+
+    def __init__(self, attempts: int = 5, window_s: float = 300.0, max_names: int = 10_000) -> None:
+        self.attempts, self.window_s, self.max_names = attempts, window_s, max_names
+        self._failures: dict[str, list[float]] = {}
+
+    def blocked(self, name: str, now: float) -> bool:
+        recent = [t for t in self._failures.get(name, []) if now - t < self.window_s]
+        if recent:
+            self._failures[name] = recent
+        else:
+            self._failures.pop(name, None)
+        return len(recent) >= self.attempts
+
+    def failed(self, name: str, now: float) -> None:
+        if len(self._failures) >= self.max_names and name not in self._failures:  # bounded memory: forget the oldest
+            self._failures.pop(next(iter(self._failures)))
+        self._failures.setdefault(name, []).append(now)
+
+    def succeeded(self, name: str) -> None:
+        self._failures.pop(name, None)
+
+
 def new_nonce() -> str:
     return secrets.token_urlsafe(18)
 

@@ -65,6 +65,7 @@ class Web:
     config_path: Path
     secret: bytes
     env: Environment
+    throttle: auth.LoginThrottle
 
 
 def mount(app: FastAPI, *, cfg: Callable[[], VppConfig], engine: Engine, daemon: Daemon | None = None) -> None:
@@ -73,7 +74,7 @@ def mount(app: FastAPI, *, cfg: Callable[[], VppConfig], engine: Engine, daemon:
     settings = first.daemon.web if first.daemon is not None else WebModel()
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
     env.filters["group"] = stream_group
-    web = Web(cfg, engine, daemon, settings, first.path, session_secret(settings, first.path), env)
+    web = Web(cfg, engine, daemon, settings, first.path, session_secret(settings, first.path), env, auth.LoginThrottle())
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="ui-static")
     _routes(app, web)
 
@@ -180,13 +181,19 @@ def _routes(app: FastAPI, web: Web) -> None:  # noqa: C901 - one place lists eve
         name, password = form.get("user", ""), form.get("password", "")
         target = form.get("next", "/ui/")
         target = target if target.startswith("/ui/") and "//" not in target else "/ui/"
+        if web.throttle.blocked(name[:64], time.time()):
+            if (held := _refusals.allow()) is not None:
+                log.warning("web login refused user=%r: %d failures within %g s%s", name[:64], web.throttle.attempts, web.throttle.window_s, held_note(held))
+            return _page(request, web, "login.html", status=429, next=target, failed=True)
         users = await asyncio.to_thread(load_users, web.settings, web.config_path)
         user = users.get(name)
         ok = await asyncio.to_thread(auth.verify_password, password, user.password if user else auth.hash_password("x", salt=b"0" * 16))
         if user is None or not ok:
+            web.throttle.failed(name[:64], time.time())
             if (held := _refusals.allow()) is not None:
                 log.warning("web login failed user=%r client=%s%s", name[:64], request.client.host if request.client else "-", held_note(held))
             return _page(request, web, "login.html", status=401, next=target, failed=True)
+        web.throttle.succeeded(name)
         session = auth.Session(user=user.name, role=user.role, customer=user.customer, expires=time.time() + web.settings.session_ttl_min * 60, sid=auth.new_nonce())
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(SESSION, auth.sign_session(session, web.secret), httponly=True, samesite="lax", path="/", max_age=int(web.settings.session_ttl_min * 60))
