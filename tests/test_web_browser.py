@@ -235,6 +235,8 @@ async def test_every_page_renders_in_both_languages_without_missing_strings(brow
         assert await page.get_attribute("html", "lang") == lang
         text = await page.locator("body").inner_text()
         assert MISSING_MARK not in text, (url, lang, [line for line in text.splitlines() if MISSING_MARK in line])
+        if lang == "zh-CN" and url in ("/ui/solves", "/ui/revenue"):
+            print("screenshot", await shot(page, f"console-{url.rsplit('/', 1)[1]}-zh"))
     await page.goto(f"/ui/plan?{'unit=ss-1' if lang == 'en' else 'site=depot'}&hours=1&lang={lang}")
     print("screenshot", await shot(page, f"console-plan-{lang}"))
     await context.close()
