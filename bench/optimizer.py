@@ -1,18 +1,20 @@
 """Optimizer benchmark: heterogeneous fleets × 96 intervals × (energy + reg up + reg down + spin + one DR event).
 
 For each fleet size prints model build time, solve time, total, peak memory
-(max RSS of a fresh process per case), MIP gap and status; and the same for a
-plain energy-only LP of the same fleet built directly in highspy (the floor:
-what the solver alone needs for the simplest model of that size).
+(max RSS of a fresh process per case), the gap to the best bound known and status;
+with ``--floor`` also a plain energy-only LP of the same fleet built directly in
+highspy (what the solver alone needs for the simplest model of that size).
 
-    python bench/optimizer.py                 # 1, 10, 100, 1000 units
-    python bench/optimizer.py --sizes 1 10    # a subset
+    python bench/optimizer.py                                  # 1, 2, 5, 10, 20, 40, 100, 1000 units, 5 s limit
+    python bench/optimizer.py --sizes 5 20 --time-limit 60     # a subset, a longer limit
+    python bench/optimizer.py --json                           # one JSON object per line
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -77,14 +79,14 @@ def fleet_problem(n_units: int, seed: int = 7):
     return build_problem(Fleet(sites, tuple(units)), market, index)
 
 
-def run_full(n_units: int) -> dict:
+def run_full(n_units: int, time_limit_s: float, mip_gap: float) -> dict:
     from optimizers.model import optimize
     from vpp.schedule import SolverOptions
 
     t0 = time.perf_counter()
     problem = fleet_problem(n_units)
     prep = time.perf_counter() - t0
-    schedule = optimize(problem, SolverOptions(time_limit_s=600, mip_gap=1e-3))
+    schedule = optimize(problem, SolverOptions(time_limit_s=time_limit_s, mip_gap=mip_gap))
     st = schedule.stats
     return {
         "case": "co-optimization",
@@ -94,6 +96,9 @@ def run_full(n_units: int) -> dict:
         "solve_s": st.solve_time_s,
         "total_s": time.perf_counter() - t0,
         "gap": st.mip_gap,
+        "bound": st.bound,
+        "pieces": st.pieces,
+        "time_limit_s": time_limit_s,
         "status": st.status,
         "vars": st.n_variables,
         "rows": st.n_constraints,
@@ -102,7 +107,7 @@ def run_full(n_units: int) -> dict:
     }
 
 
-def run_floor(n_units: int) -> dict:
+def run_floor(n_units: int, time_limit_s: float, mip_gap: float) -> dict:
     """Energy-only LP (ch, dis, soc; balance rows) assembled by hand and passed straight to highspy."""
     import highspy
     import scipy.sparse as sp
@@ -143,25 +148,34 @@ def run_floor(n_units: int) -> dict:
     return {"case": "energy-only LP, raw highspy", "units": n_units, "build_s": build, "solve_s": solve, "total_s": time.perf_counter() - t0, "gap": 0.0, "status": h.modelStatusToString(h.getModelStatus()), "vars": 3 * n, "rows": n, "integers": 0}
 
 
-def child(kind: str, n_units: int) -> None:
-    result = (run_full if kind == "full" else run_floor)(n_units)
+def child(kind: str, n_units: int, time_limit_s: float, mip_gap: float) -> None:
+    result = (run_full if kind == "full" else run_floor)(n_units, time_limit_s, mip_gap)
     result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="*", default=[1, 10, 100, 1000])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[1, 2, 5, 10, 20, 40, 100, 1000])
+    ap.add_argument("--time-limit", type=float, default=5.0, help="seconds per solve (default 5)")
+    ap.add_argument("--mip-gap", type=float, default=1e-3, help="relative gap that ends a solve early (default 0.1 %%)")
+    ap.add_argument("--floor", action="store_true", help="also the energy-only LP in raw highspy")
+    ap.add_argument("--json", action="store_true", help="one JSON object per case, nothing else")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "UNITS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child[0], int(args.child[1]))
+        child(args.child[0], int(args.child[1]), args.time_limit, args.mip_gap)
         return
-    print(f"{'case':<30}{'units':>6}{'build s':>9}{'solve s':>9}{'total s':>9}{'peak MB':>9}{'gap':>9}  {'status':<10}{'vars':>9}{'rows':>9}{'ints':>6}", flush=True)
+    if not args.json:
+        print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; time limit {args.time_limit:g} s, MIP gap {args.mip_gap:g}", flush=True)
+        print(f"{'case':<30}{'units':>6}{'build s':>9}{'solve s':>9}{'total s':>9}{'peak MB':>9}{'gap':>9}  {'status':<10}{'vars':>9}{'rows':>9}{'ints':>6}", flush=True)
     for n in args.sizes:
-        for kind in ("full", "floor"):
-            out = subprocess.run([sys.executable, __file__, "--child", kind, str(n)], capture_output=True, text=True, check=True)
+        for kind in ("full", "floor") if args.floor else ("full",):
+            out = subprocess.run([sys.executable, __file__, "--child", kind, str(n), "--time-limit", str(args.time_limit), "--mip-gap", str(args.mip_gap)], capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
+            if args.json:
+                print(json.dumps(r), flush=True)
+                continue
             print(f"{r['case']:<30}{n:>6}{r['build_s']:>9.3f}{r['solve_s']:>9.3f}{r['total_s']:>9.3f}{r['peak_mb']:>9.0f}{r['gap']:>9.4%}  {r['status']:<10}{r['vars']:>9}{r['rows']:>9}{r['integers']:>6}", flush=True)
 
 

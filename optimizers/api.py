@@ -21,7 +21,10 @@ def optimize_config(
     overrides: tuple[Override, ...] | None = None,
     fixed_bids_kw: dict[str, np.ndarray] | None = None,
     options: SolverOptions | None = None,
+    backend: str = "fast",
 ) -> tuple[Problem, Schedule]:
+    """``backend`` "pyomo" solves the named Pyomo formulation (``optimizers.pyomo_model``) instead of
+    the fast builder: the reference, slower, for checking and extending."""
     index = cfg.horizon_index(start, horizon)
     problem = build_problem(
         cfg.fleet,
@@ -33,4 +36,8 @@ def optimize_config(
         fixed_bids_kw=fixed_bids_kw,
         where=str(cfg.path),
     )
+    if backend == "pyomo":
+        from optimizers.pyomo_model import solve_pyomo
+
+        return problem, solve_pyomo(problem, options or cfg.solver)
     return problem, optimize(problem, options or cfg.solver)

@@ -94,7 +94,7 @@ class _Priced:
 
 
 def should_decompose(p: Problem, options: SolverOptions) -> bool:
-    if options.decomposition == "off" or not _supported(p):
+    if options.decomposition == "off" or not supported(p):
         return False
     return options.decomposition == "on" or (len(p.unit_ids) >= AUTO_MIN_UNITS and len(pieces_of(p, piece_size(p, options))) > 1)
 
@@ -110,7 +110,7 @@ def piece_size(p: Problem, options: SolverOptions) -> int:
     return 4 if len(p.unit_ids) >= LARGE_FLEET_UNITS else 8
 
 
-def _supported(p: Problem) -> bool:
+def supported(p: Problem) -> bool:
     caps = np.isfinite(p.fleet_export_cap_kw).any() or np.isfinite(p.fleet_import_cap_kw).any()
     return not caps and not any(e.mandatory for e in p.events)
 

@@ -90,6 +90,10 @@ def _add_product(b: Built, prod: ProductData) -> None:
     if alpha:
         lm.add_terms(r["energy_balance"], -sign * alpha * dt * per_ch, r_ch)
         lm.add_terms(r["energy_balance"], -sign * alpha * dt * per_dis, r_dis)
+    if alpha and (p.deg_cost_per_mwh > 0).any():
+        # the expected deployment moves discharge too (up: more, down: less): it pays or saves the
+        # degradation cost of the energy that leaves the cells, as scheduled discharge does
+        lm.maximize(sign * alpha * (p.deg_cost_per_mwh / 1000.0 * dt)[:, None] * np.ones((1, T)), r_dis)
     room = r.get("site_up_room" if prod.is_up else "site_down_room")
     if room is not None:
         lm.add_terms(room[p.unit_site], 1.0, r_ch)

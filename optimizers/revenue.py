@@ -22,9 +22,10 @@ def revenue_streams(
     soc: np.ndarray,
     reserve: dict[str, np.ndarray],
     commitments: dict[str, float],
+    reserve_from_charge: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Totals by stream, and by stream per unit: sums of ``revenue_by_interval``."""
-    matrices = revenue_by_interval(p, ch, dis, soc, reserve, commitments)
+    matrices = revenue_by_interval(p, ch, dis, soc, reserve, commitments, reserve_from_charge)
     return {k: float(m.sum()) for k, m in matrices.items()}, {k: m.sum(axis=1) for k, m in matrices.items()}
 
 
@@ -40,7 +41,7 @@ def schedule_of(
     """A ``Schedule`` for ``p`` with its revenue computed from the plan itself (never from a solver's
     objective): the one place every way of solving (whole, decomposed, aggregated) assembles one.
     ``rest`` carries the other ``Schedule`` fields (bids, site net, stats, ...)."""
-    revenue, unit_revenue = revenue_streams(p, ch, dis, soc, reserve, commitments)
+    revenue, unit_revenue = revenue_streams(p, ch, dis, soc, reserve, commitments, rest.get("reserve_from_charge_kw"))
     return Schedule(
         index=p.index,
         unit_ids=p.unit_ids,
@@ -63,6 +64,7 @@ def revenue_by_interval(
     soc: np.ndarray,
     reserve: dict[str, np.ndarray],
     commitments: dict[str, float],
+    reserve_from_charge: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Every stream as a (U, T) matrix: what each unit earned in each interval.
 
@@ -121,7 +123,15 @@ def revenue_by_interval(
         out["demand_response"] = dr
 
     if (p.deg_cost_per_mwh > 0).any():
-        out["degradation"] = -(p.deg_cost_per_mwh[:, None] / 1000.0 * dt) * dis
+        # a plan (``reserve_from_charge`` given) also discharges the expected deployment of the part of
+        # each allocation held on the discharge side (up: more, down: less); metered discharge already
+        # holds what was deployed
+        expected = dis.copy()
+        for prod in p.products if reserve_from_charge is not None else ():
+            if prod.deployment_fraction:
+                on_discharge = reserve[prod.id] - reserve_from_charge[prod.id]
+                expected += (1.0 if prod.is_up else -1.0) * prod.deployment_fraction * on_discharge
+        out["degradation"] = -(p.deg_cost_per_mwh[:, None] / 1000.0 * dt) * expected
     if p.terminal_value_per_mwh and T:
         terminal = np.zeros((U, T))
         terminal[:, -1] = p.terminal_value_per_mwh / 1000.0 * p.eta_dis * (soc[:, -1] - soc[:, 0])

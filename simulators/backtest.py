@@ -222,6 +222,7 @@ def run_backtest(cfg: VppConfig, start: pd.Timestamp, end: pd.Timestamp, setting
     planned = np.zeros((U, T))
     commanded = np.full((U, T), np.nan)
     held = {p.id: np.zeros((U, T)) for p in products}
+    held_from_charge = {p.id: np.zeros((U, T)) for p in products}  # the part held on the charge side
     committed = {p.id: np.full(T, np.nan) for p in products}
     commitments: dict[str, float] = {}
     timing = Timing()
@@ -326,9 +327,10 @@ def run_backtest(cfg: VppConfig, start: pd.Timestamp, end: pd.Timestamp, setting
                 for pid in held if schedule is not None else ():
                     alloc = np.where(sent, schedule.reserve_kw[pid][:, j], 0.0)
                     held[pid][:, t] += alloc / n_sub
+                    from_charge = np.minimum(schedule.reserve_from_charge_kw[pid][:, j], alloc)
+                    held_from_charge[pid][:, t] += from_charge / n_sub
                     if not shares[pid] or not alloc.any():
                         continue
-                    from_charge = np.minimum(schedule.reserve_from_charge_kw[pid][:, j], alloc)
                     sign = 1.0 if is_up[pid] else -1.0  # up: charge less / discharge more
                     ch = ch - sign * shares[pid] * from_charge
                     dis = dis + sign * shares[pid] * (alloc - from_charge)
@@ -351,7 +353,7 @@ def run_backtest(cfg: VppConfig, start: pd.Timestamp, end: pd.Timestamp, setting
 
     tsettle = time.perf_counter()
     exponent = currency_exponent(cfg.currency)
-    frames = [settle(p, power[:, sl], soc_kwh[:, sl.start : sl.stop + 1], {pid: h[:, sl] for pid, h in held.items()}, commitments, currency_exponent=exponent) for sl, p in chunks]
+    frames = [settle(p, power[:, sl], soc_kwh[:, sl.start : sl.stop + 1], {pid: h[:, sl] for pid, h in held.items()}, commitments, reserve_from_charge_kw={pid: h[:, sl] for pid, h in held_from_charge.items()}, currency_exponent=exponent) for sl, p in chunks]
     settlement = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     timing.settle_s = time.perf_counter() - tsettle
     bids = {pid: h.sum(axis=0) for pid, h in held.items()}

@@ -185,19 +185,6 @@ def test_lazy_exclusivity_equals_binaries_everywhere_and_uses_far_fewer():
     assert both.any()
 
 
-def test_pyomo_export_of_the_same_model_has_the_same_optimum():
-    import pyomo.environ as pyo
-    idx = hours(6)
-    reg = product("reg_down", ProductKind.REGULATION_DOWN, [8.0] * 6, idx, increment_kw=25.0, min_bid_kw=50.0, deployment_fraction=0.1)
-    p = problem([unit("u1"), unit("u2", energy_kwh=400.0)], [wholesale_site()], market([30.0, 10.0, 50.0, 5.0, 60.0, 40.0], idx, [reg]), idx)
-    native = optimize(p, EXACT)
-    m = build_model(p, EXACT).lm.to_pyomo()
-    solver = pyo.SolverFactory("appsi_highs")
-    solver.config.mip_gap = 1e-9
-    solver.solve(m)
-    assert pyo.value(m.obj) == pytest.approx(native.stats.objective, rel=1e-6)
-
-
 def test_tou_tariff_prices_each_interval_by_its_period_and_first_match_wins():
     t = flat_tariff(0.6, peak_per_kwh=1.2, peak_hours=(17.0, 21.0))
     idx = pd.date_range("2020-01-01T16:00", periods=6, freq="h", tz="UTC")
@@ -214,3 +201,24 @@ def test_demand_charge_savings_equal_the_charge_times_the_peak_reduction():
     peak = (-s.site_net_kw[0]).max()
     assert peak == pytest.approx(300.0)  # the battery takes the top 100 kW off the 400 kW hour
     assert s.revenue["demand_charge_savings"] == pytest.approx(30.0 * (400.0 - 300.0))
+
+
+@pytest.mark.parametrize("degradation, offered", [(5.0, True), (30.0, False)])
+def test_the_expected_deployment_of_up_reserve_pays_degradation(degradation, offered):
+    """A unit that cannot charge holds regulation up on its discharge side only; half of it is expected
+    to be deployed. At 30 $/MWh the deployed energy's degradation (0.5 × 30 = 15 $/MW·h) costs more than
+    the 10 $/MW·h capacity price, so it is not offered; at 5 $/MWh (2.5 $/MW·h) it is."""
+    from vpp.schedule import TerminalPolicy
+
+    idx = hours(6)
+    u = unit(max_charge_kw=0.0, max_discharge_kw=100.0, energy_kwh=1000.0, soc_min=0.0, soc_max=1.0, initial_soc=0.9, degradation_cost_per_mwh=degradation)
+    reg_up = product("reg_up", ProductKind.REGULATION_UP, [10.0] * 6, idx, sustain_h=1.0, deployment_fraction=0.5)
+    p = problem([u], [wholesale_site()], market([0.0] * 6, idx, [reg_up]), idx, terminal=TerminalPolicy("value", price_per_mwh=0.0))
+    s = optimize(p, EXACT)
+    assert_schedule_feasible(p, s)
+    held = s.reserve_kw["reg_up"] - s.reserve_from_charge_kw["reg_up"]
+    assert bool(held.sum() > 1.0) is offered
+    # the degradation stream, computed here: scheduled discharge plus the expected deployment, in $/MWh
+    expected = -degradation / 1000.0 * (s.discharge_kw + 0.5 * held).sum() * p.dt_h
+    assert s.revenue.get("degradation", 0.0) == pytest.approx(expected, abs=1e-6)
+    assert s.total_revenue == pytest.approx(s.stats.objective, abs=1e-6)

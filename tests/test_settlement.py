@@ -82,7 +82,7 @@ def test_a_perfect_plan_settles_to_its_own_expected_revenue():
     units = [unit("a", degradation_cost_per_mwh=3.0), unit("b", max_discharge_kw=50.0, energy_kwh=400.0)]
     p = problem(units, [wholesale_site()], market(prices, idx, [reg, reg_dn]), idx)
     s = optimize(p, SolverOptions(mip_gap=1e-7))
-    f = settle(p, s.power_kw, s.soc_kwh, s.reserve_kw, s.dr_commitment_kw)
+    f = settle(p, s.power_kw, s.soc_kwh, s.reserve_kw, s.dr_commitment_kw, reserve_from_charge_kw=s.reserve_from_charge_kw)
     planned = {k: v for k, v in s.revenue.items() if v != 0.0 and k != "terminal_value"}
     assert _by_stream(f) == pytest.approx(planned, rel=1e-9, abs=1e-9)
     per_unit = f.groupby("unit_id")["amount"].sum()

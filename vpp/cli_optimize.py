@@ -41,6 +41,8 @@ def optimize_cmd(
     workers: int | None = typer.Option(None, min=1, help="solve the pieces on a local Dask cluster of N processes"),
     scheduler: str | None = typer.Option(None, help="or on an existing Dask cluster, e.g. tcp://host:8786"),
     solver_log: Path | None = typer.Option(None, "--solver-log", help="write HiGHS' log to this file (the solver prints nothing otherwise)"),
+    backend: str = typer.Option("fast", help="fast (the matrix builder) | pyomo (the named formulation of docs/formulation.md, through Pyomo's HiGHS interface)"),
+    export: Path | None = typer.Option(None, help="also write the Pyomo model to this file: .lp, .mps or .nl (by its suffix)"),
 ) -> None:
     """Co-optimize the fleet over the horizon and print the expected revenue, bids and solver figures."""
     from dataclasses import replace
@@ -71,7 +73,16 @@ def optimize_cmd(
         options = replace(options, workers=workers, scheduler=None)
     if scheduler is not None:
         options = replace(options, scheduler=scheduler, workers=1)
-    problem, schedule = _solve_with_progress(cfg, begin, span, options)
+    if backend not in ("fast", "pyomo"):
+        raise InputError("--backend", "backend", backend, "fast or pyomo")
+    if export is not None and export.suffix.lower() not in EXPORT_FORMATS:
+        raise InputError("--export", "export file", str(export), "a name ending in .lp, .mps or .nl")
+    problem, schedule = _solve_with_progress(cfg, begin, span, options, backend)
+    if export is not None:
+        from optimizers.pyomo_model import build_pyomo
+
+        export.parent.mkdir(parents=True, exist_ok=True)
+        build_pyomo(problem).write(str(export), format=EXPORT_FORMATS[export.suffix.lower()], io_options={"symbolic_solver_labels": True})
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         schedule_table(schedule, problem, cfg.timezone).to_csv(out, index=False)
@@ -83,7 +94,10 @@ def optimize_cmd(
     _print_tables(schedule, cfg, out, plot)
 
 
-def _solve_with_progress(cfg: VppConfig, begin, span, options):
+EXPORT_FORMATS = {".lp": "lp", ".mps": "mps", ".nl": "nl"}
+
+
+def _solve_with_progress(cfg: VppConfig, begin, span, options, backend: str = "fast"):
     """The solve in a worker thread while the main thread shows its progress against the time limit
     (the one bound on how long it can take). HiGHS releases the GIL, so the bar costs the solve nothing."""
     import threading
@@ -95,7 +109,7 @@ def _solve_with_progress(cfg: VppConfig, begin, span, options):
 
     def solve() -> None:
         try:
-            result.append(optimize_config(cfg, begin, span, options=options))
+            result.append(optimize_config(cfg, begin, span, options=options, backend=backend))
         except BaseException as exc:  # re-raised in the main thread, where the CLI reports it
             failure.append(exc)
 
@@ -145,6 +159,8 @@ def _print_tables(s: Schedule, cfg: VppConfig, out: Path | None, plot: Path | No
     for eid, kw in s.dr_commitment_kw.items():
         con.print(f"DR {eid}: committed {kw:,.0f} kW")
     st = s.stats
+    if st.status == "idle":
+        con.print(f"[red]no plan found within the time limit[/red]: the schedule holds every unit at 0 kW (try a longer --time-limit; bound {st.bound:,.2f})")
     bound = f", bound {st.bound:,.2f}" if np.isfinite(st.bound) else ""
     con.print(
         f"solver: {st.status}, gap {st.mip_gap:.3%}{bound}, build {st.build_time_s:.3f} s, solve {st.solve_time_s:.3f} s, "

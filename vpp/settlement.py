@@ -37,6 +37,7 @@ def settle(
     reserve_kw: dict[str, np.ndarray],
     dr_commitment_kw: dict[str, float],
     *,
+    reserve_from_charge_kw: dict[str, np.ndarray] | None = None,
     currency_exponent: int = 2,
 ) -> pd.DataFrame:
     """Long frame (see ``COLUMNS``) for the intervals of ``problem``.
@@ -44,14 +45,17 @@ def settle(
     ``power_kw`` (U, T): metered mean AC power per interval, + discharge, without reserve deployment
     (deployed energy is settled by the ``<product>.deployment_energy`` streams);
     ``soc_kwh`` (U, T + 1); ``reserve_kw`` {product: (U, T)} allocations held;
-    ``dr_commitment_kw`` {event: committed kW}.
+    ``dr_commitment_kw`` {event: committed kW}; ``reserve_from_charge_kw`` the part of each allocation
+    held on the charge side: with it, the expected deployment of the rest pays degradation as the plan
+    did (the deployed energy is not in ``power_kw``).
     """
     power = np.asarray(power_kw, dtype=float)
     if power.shape != problem.shape:
         raise ValueError(f"settle: power_kw has shape {power.shape}, the problem {problem.shape}")
     ch, dis = np.maximum(-power, 0.0), np.maximum(power, 0.0)
     reserve = {prod.id: np.asarray(reserve_kw.get(prod.id, np.zeros(problem.shape)), dtype=float) for prod in problem.products}
-    streams = revenue_by_interval(problem, ch, dis, np.asarray(soc_kwh, dtype=float), reserve, dr_commitment_kw)
+    from_charge = None if reserve_from_charge_kw is None else {pid: np.asarray(reserve_from_charge_kw.get(pid, np.zeros(problem.shape)), dtype=float) for pid in reserve}
+    streams = revenue_by_interval(problem, ch, dis, np.asarray(soc_kwh, dtype=float), reserve, dr_commitment_kw, from_charge)
     streams.pop("terminal_value", None)  # a planning device, not money
     shortfall = dr_shortfall(problem, power, dr_commitment_kw)
     if shortfall is not None:

@@ -70,9 +70,9 @@ class Settler:
         index = pd.date_range(start, periods=1, freq=self.cfg.interval)
         power, soc, held, coverage = self._metered(start, end)
         schedule = self._schedule_for(start, end)
-        reserve, dr = self._held(schedule, start, held)
+        reserve, from_charge, dr = self._held(schedule, start, held)
         problem = build_problem(self.cfg.fleet, self.cfg.market, index, terminal=self.cfg.terminal, where=f"{self.cfg.path}: settlement {start.isoformat()}")
-        frame = settle(problem, power[:, None], soc, reserve, dr, currency_exponent=currency_exponent(self.cfg.currency))
+        frame = settle(problem, power[:, None], soc, reserve, dr, reserve_from_charge_kw=from_charge, currency_exponent=currency_exponent(self.cfg.currency))
         dt_h = self.cfg.interval.total_seconds() / 3600.0
         energy = pd.DataFrame({"interval_start": index[0], "unit_id": self.unit_ids, "discharged_kwh": np.maximum(power, 0.0) * dt_h, "charged_kwh": np.maximum(-power, 0.0) * dt_h})
         new = record_settlements(self.store.engine, frame, energy)
@@ -130,13 +130,13 @@ class Settler:
         self.store.drop_payloads_before(schedule_id)
         return self._schedules[schedule_id]
 
-    def _held(self, schedule: Schedule | None, start: pd.Timestamp, held: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """Reserve allocations of the schedule in force, paid only for the share of the interval each unit
-        was in dispatch; its DR commitments."""
+    def _held(self, schedule: Schedule | None, start: pd.Timestamp, held: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
+        """Reserve allocations of the schedule in force (and their charge-side parts), paid only for the
+        share of the interval each unit was in dispatch; its DR commitments."""
         if schedule is None:
-            return {}, {}
+            return {}, {}, {}
         t = schedule.index.get_loc(start)
         row = {uid: k for k, uid in enumerate(schedule.unit_ids)}
         take = np.array([row.get(uid, -1) for uid in self.unit_ids])
-        reserve = {pid: np.where(take >= 0, alloc[np.maximum(take, 0), t], 0.0)[:, None] * held[:, None] for pid, alloc in schedule.reserve_kw.items()}
-        return reserve, dict(schedule.dr_commitment_kw)
+        share = lambda alloc: np.where(take >= 0, alloc[np.maximum(take, 0), t], 0.0)[:, None] * held[:, None]  # noqa: E731
+        return {pid: share(a) for pid, a in schedule.reserve_kw.items()}, {pid: share(a) for pid, a in schedule.reserve_from_charge_kw.items()}, dict(schedule.dr_commitment_kw)
