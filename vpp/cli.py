@@ -15,7 +15,9 @@ from vpp.cli_config import app as config_app
 from vpp.cli_devices import app as devices_app
 from vpp.cli_economics import app as economics_app
 from vpp.cli_ledger import app as ledger_app
+from vpp.cli_users import app as users_app
 from vpp.cli_optimize import optimize_cmd, validate
+from vpp.cli_portal import portal_cmd
 from vpp.cli_simulate import simulate_cmd
 from vpp.cli_run import run_cmd
 from vpp.errors import VppError
@@ -27,9 +29,11 @@ app.command("validate")(validate)
 app.command("optimize")(optimize_cmd)
 app.command("simulate")(simulate_cmd)
 app.command("run")(run_cmd)
+app.command("portal")(portal_cmd)
 app.add_typer(devices_app, name="devices")
 app.add_typer(economics_app, name="economics")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(users_app, name="users")
 app.add_typer(config_app, name="config")
 
 

@@ -90,21 +90,25 @@ class Tariff:
                     missing.append((month, h))
         return missing
 
-    def energy_price_per_mwh(self, index: pd.DatetimeIndex) -> np.ndarray:
+    def period_of(self, index: pd.DatetimeIndex) -> np.ndarray:
+        """Position in ``periods`` of the period pricing each interval (first match wins), -1 where none does."""
         local = index.tz_convert(self.timezone)
         hour = local.hour.to_numpy() + local.minute.to_numpy() / 60.0
         month = local.month.to_numpy()
-        price = np.full(len(index), np.nan)
-        for p in self.periods:
+        which = np.full(len(index), -1)
+        for k, p in enumerate(self.periods):
             in_month = np.isin(month, list(p.months))
             in_hours = np.zeros(len(index), dtype=bool)
             for a, b in p.hours:
                 in_hours |= (hour >= a) & (hour < b)
-            take = np.isnan(price) & in_month & in_hours
-            price[take] = p.price_per_kwh * 1000.0
-        if np.isnan(price).any():
-            raise ValueError(f"tariff {self.id} does not price {index[np.isnan(price)][0]}")
-        return price
+            which[(which < 0) & in_month & in_hours] = k
+        return which
+
+    def energy_price_per_mwh(self, index: pd.DatetimeIndex) -> np.ndarray:
+        which = self.period_of(index)
+        if (which < 0).any():
+            raise ValueError(f"tariff {self.id} does not price {index[which < 0][0]}")
+        return np.array([p.price_per_kwh * 1000.0 for p in self.periods])[which] if len(index) else np.zeros(0)
 
 
 @dataclass(frozen=True, slots=True)

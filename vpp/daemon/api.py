@@ -1,6 +1,6 @@
 """The HTTP API, served by uvicorn inside the daemon's event loop (reads are snapshots, no locks needed).
 
-``GET /status``, ``/schedule``, ``/metrics`` and ``/healthz`` are open (bind the
+The browser console and portal live under ``/ui`` (``vpp.web``). ``GET /status``, ``/schedule``, ``/metrics`` and ``/healthz`` are open (bind the
 API to localhost or put it behind a proxy); ``GET``/``PUT /overrides`` need
 ``Authorization: Bearer <token>`` from ``daemon.api``, and are refused outright
 when no token is configured. ``PUT /overrides`` takes an overrides file (JSON
@@ -142,6 +142,9 @@ def build_app(daemon: Daemon) -> FastAPI:
     def metrics() -> Response:
         return Response(daemon.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    from vpp.web.pages import mount  # the console and portal (vpp/web/), logged in with their own sessions
+
+    mount(app, cfg=lambda: daemon.cfg, engine=daemon.store.engine, daemon=daemon)
     return app
 
 

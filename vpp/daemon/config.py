@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from vpp.db import default_database
 from vpp.errors import InputError
+from vpp.web.config import WebModel
 
 
 class _Strict(BaseModel):
@@ -79,6 +80,7 @@ class DaemonModel(_Strict):
     telemetry_downsample_s: float = Field(60.0, gt=0, description="market seconds per stored telemetry bucket")
     api: ApiModel = Field(ApiModel(), description="the HTTP API: status, schedule, overrides, metrics")
     clock: ClockModel = Field(ClockModel(), description="the market clock (faster than the wall clock for demos and tests)")
+    web: WebModel = Field(WebModel(), description="the operator console and customer portal: users, sessions, language")
 
     @field_validator("setpoint_valid_s")
     @classmethod

@@ -141,10 +141,36 @@ def dispatched_kwh(engine: Engine, start: pd.Timestamp, end: pd.Timestamp) -> pd
     return pd.Series({uid: wh / 1000.0 for uid, wh in rows}, dtype="float64")
 
 
-def read_settlements(engine: Engine, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None) -> pd.DataFrame:
-    """Stored settlement rows (``SETTLEMENT_COLUMNS``, UTC times), optionally only intervals in [start, end)."""
+def metered_rows(engine: Engine, start: pd.Timestamp, end: pd.Timestamp, unit_ids: Sequence[str]) -> pd.DataFrame:
+    """Metered energy per unit × interval in [start, end) of the given units: interval_start (UTC),
+    unit_id, charged_kwh, discharged_kwh (statements price it per TOU period)."""
+    c = metered_energy.c
+    query = (
+        sa.select(c.interval_start, c.unit_id, c.charged_wh, c.discharged_wh)
+        .where(c.interval_start >= _db_time(start), c.interval_start < _db_time(end), c.unit_id.in_(list(unit_ids)))
+        .order_by(c.interval_start, c.unit_id)
+    )
+    with engine.connect() as conn:
+        out = pd.DataFrame(conn.execute(query).all(), columns=["interval_start", "unit_id", "charged_wh", "discharged_wh"])
+    return pd.DataFrame({"interval_start": _from_db(out["interval_start"]), "unit_id": out["unit_id"], "charged_kwh": out["charged_wh"].astype("float64") / 1000.0, "discharged_kwh": out["discharged_wh"].astype("float64") / 1000.0})
+
+
+def settled_starts(engine: Engine, start: pd.Timestamp, end: pd.Timestamp, unit_ids: Sequence[str]) -> pd.DatetimeIndex:
+    """The distinct interval starts in [start, end) with a settled row for any of the given units."""
+    c = settlements.c
+    query = sa.select(c.interval_start).distinct().where(c.interval_start >= _db_time(start), c.interval_start < _db_time(end), c.unit_id.in_(list(unit_ids))).order_by(c.interval_start)
+    with engine.connect() as conn:
+        values = pd.Series([r[0] for r in conn.execute(query).all()])
+    return pd.DatetimeIndex(_from_db(values))
+
+
+def read_settlements(engine: Engine, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None, unit_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Stored settlement rows (``SETTLEMENT_COLUMNS``, UTC times), optionally only intervals in [start, end)
+    and only some units."""
     c = settlements.c
     query = sa.select(c.interval_start, c.unit_id, c.site_id, c.stream, c.amount_minor).order_by(c.interval_start, c.unit_id, c.stream)
+    if unit_ids is not None:
+        query = query.where(c.unit_id.in_(list(unit_ids)))
     if start is not None:
         query = query.where(c.interval_start >= _db_time(start))
     if end is not None:
