@@ -198,8 +198,11 @@ def test_no_command_leaves_unit_soc_site_fleet_or_override_limits(case):
             assert end >= floor - TOL, f"{u.id} discharged below its SoC floor"
         if p[i] < -TOL:
             assert end <= ceiling + TOL, f"{u.id} charged above its SoC ceiling"
-        hi = min(hi, max(kept - floor, 0) * u.energy_kwh * u.eta_discharge / dt_h)
-        lo = max(lo, -max(ceiling - kept, 0) * u.energy_kwh / (u.eta_charge * dt_h))
+        # the bounds the dispatcher may push to: the SoC is known only to its resolution, and the dispatcher
+        # keeps that margin (architecture decision 14)
+        res = max(DispatchSettings().soc_resolution, t.soc_resolution or 0.0)
+        hi = min(hi, max(kept - res - floor, 0) * u.energy_kwh * u.eta_discharge / dt_h)
+        lo = max(lo, -max(ceiling - kept - res, 0) * u.energy_kwh / (u.eta_charge * dt_h))
         lo_all[i], hi_all[i] = lo, hi
     commanded = np.nan_to_num(p)
     site_of = np.array([int(u.site_id[1:]) for u in fleet.units])

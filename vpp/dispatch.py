@@ -328,6 +328,11 @@ def _site_limits(fleet, power, lo, hi, forced, base, margin, reasons):
     net = np.bincount(fleet.unit_site, power, n_sites) - base
     export_kw = np.maximum(fleet.export_limit_kw - margin, np.minimum(fleet.export_limit_kw, -base))
     import_kw = np.maximum(fleet.import_limit_kw - margin, np.minimum(fleet.import_limit_kw, base))
+    # a window narrower than its two margins (neither import nor export allowed: a single point) cannot keep
+    # both: its middle, so that the margin on one side never pushes the site over the other limit
+    narrow = export_kw < -import_kw
+    middle = (fleet.export_limit_kw - fleet.import_limit_kw) / 2.0
+    export_kw, import_kw = np.where(narrow, middle, export_kw), np.where(narrow, -middle, import_kw)
     over = np.maximum(net - export_kw, 0.0)
     under = np.maximum(-import_kw - net, 0.0)
     before = power.copy()
