@@ -28,6 +28,15 @@ class MeterReading:
     export_kwh: float | None = None
 
 
+def connection_rating_kw(configured_kw: float | None, import_limit_kw: float, export_limit_kw: float, battery_rating_kw: float) -> float:
+    """What the connection can carry, for the "beyond the rating" check: the configured rating, else the
+    larger finite site limit, else (no limits at all) ten times the batteries' rating."""
+    if configured_kw is not None:
+        return configured_kw
+    finite = [v for v in (import_limit_kw, export_limit_kw) if math.isfinite(v) and v > 0]
+    return max(finite) if finite else 10.0 * battery_rating_kw
+
+
 @dataclass(frozen=True, slots=True)
 class MeterVerdict:
     ok: bool
@@ -42,6 +51,7 @@ class MeterCheck:
         self.frozen_after_s = frozen_after_s
         self._value: float | None = None
         self._value_since: datetime | None = None
+        self._counters: tuple[float | None, float | None] = (None, None)
         self._import: float | None = None
         self._export: float | None = None
         self._backwards: str | None = None
@@ -53,8 +63,9 @@ class MeterCheck:
             return MeterVerdict(False, "power missing or not finite")
         if abs(p) > self.rating_kw * RATING_TOLERANCE:
             return MeterVerdict(False, f"power {p:.1f} kW beyond {RATING_TOLERANCE:g}x the connection rating {self.rating_kw:g} kW")
-        if p != self._value:
-            self._value, self._value_since = p, reading.timestamp
+        counters = (reading.import_kwh, reading.export_kwh)
+        if p != self._value or counters != self._counters:  # a coarse register may hold its power; counters still move
+            self._value, self._counters, self._value_since = p, counters, reading.timestamp
         for name, value, last in (("import", reading.import_kwh, self._import), ("export", reading.export_kwh, self._export)):
             if value is not None and last is not None and value < last:
                 self._backwards = f"{name} counter went backwards ({last:.3f} -> {value:.3f} kWh)"
@@ -69,7 +80,7 @@ class MeterCheck:
     def verdict(self, now: datetime) -> MeterVerdict:
         """Frozen is a matter of time: the same value may turn frozen without a new reading."""
         if self._value_since is not None and (held := (now - self._value_since).total_seconds()) >= self.frozen_after_s:
-            return MeterVerdict(False, f"frozen at {self._value:.3f} kW for {held:.0f} s")
+            return MeterVerdict(False, f"frozen at {self._value:.3f} kW (counters too) for {held:.0f} s")
         return MeterVerdict(True)
 
 
