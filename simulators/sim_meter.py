@@ -88,6 +88,18 @@ class SimulatedMeter:
         return self._last_answer
 
 
+def inject_meter_fault(meter: SimulatedMeter, kind: str) -> None:
+    """frozen: repeats its last answer; silent: stops answering; inverted: a CT the wrong way round."""
+    if kind == "frozen":
+        meter.frozen = True
+    elif kind == "silent":
+        meter.wire_fault = WireFault.SILENT
+    elif kind == "inverted":
+        meter.inverted = True
+    else:
+        raise ValueError(f"meter fault {kind!r}: frozen, silent or inverted")
+
+
 def _power_sf(max_w: float) -> int:
     return max(0, math.ceil(math.log10(max_w / 32767))) if max_w > 32767 else 0
 
