@@ -109,6 +109,7 @@ class SiteLoop:
         self.cycles = 0
         self.durations_s: list[float] = []  # of the last cycles (the bench reads them)
         self.latencies_s: list[float] = []
+        self.decide_s: list[float] = []  # of which: meters judged and the law applied (no waiting for devices)
 
     def restore(self) -> None:
         """The month's peak so far survives a restart: it is the largest window stored this month."""
@@ -300,6 +301,7 @@ class SiteLoop:
         now = control.clock.to_sim(wall)
         assert self.plan is not None
         result = self.apply(self.plan, wall, now, control.written_at, control.last_kw)
+        self.decide_s = [*self.decide_s[-9999:], time.perf_counter() - started]
         written = await control.rewrite(result, wall, now, self.dispatch_base(None))
         duration = time.perf_counter() - started
         self.metrics.cycle.observe(duration)
