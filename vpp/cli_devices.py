@@ -13,7 +13,7 @@ from rich.table import Table
 from vpp.cli_output import console
 from vpp.errors import InputError
 
-app = typer.Typer(no_args_is_help=True, help="Device adapters: scan a SunSpec device, simulate a fleet's devices.")
+app = typer.Typer(no_args_is_help=True, help="Device adapters: scan a SunSpec device, simulate a fleet's devices, check a site's meter.")
 
 
 @app.command()
@@ -98,6 +98,28 @@ def simulate(
             await (asyncio.sleep(rest) if rest is not None else asyncio.Event().wait())
 
     asyncio.run(run())
+
+
+@app.command()
+def check(
+    config: Path = typer.Option(..., "--config", "-c", help="the fleet config YAML"),
+    site: str = typer.Option(..., "--site", "-s", help="the metered site to check"),
+    unit: str | None = typer.Option(None, "--unit", help="the battery to step (default: the site's first)"),
+    step_kw: float = typer.Option(-50.0, "--step-kw", help="the step, kW (+ discharge); a charge by default, which cannot make a site export"),
+    settle_s: float = typer.Option(2.0, help="seconds the battery and meter get to settle after the step"),
+) -> None:
+    """Commissioning: step one battery by a known power and confirm the meter moves by as much, with the
+    expected sign. Exit 1 when sign or scale disagree."""
+    from adapters.commissioning import check_site
+    from vpp.config import load_config
+
+    cfg = load_config(config)
+    report = asyncio.run(check_site(cfg, site, unit, step_kw, settle_s=settle_s))
+    battery = f"{report.battery_delta_kw:+.1f} kW measured" if report.battery_delta_kw is not None else "not measured"
+    print(f"site {report.site_id}: unit {report.unit_id} stepped {report.commanded_kw:+.1f} kW ({battery}); meter {report.meter_before_kw:+.1f} -> {report.meter_after_kw:+.1f} kW (+ export)")
+    print(("ok: " if report.verdict.ok else "PROBLEM: ") + report.verdict.message)
+    if not report.verdict.ok:
+        raise typer.Exit(1)
 
 
 def site_powers(cfg) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:

@@ -132,3 +132,27 @@ class DemandWindow:
         """The window's average so far as if it closed now (what a breach would bill, for /status)."""
         elapsed = self.elapsed_s(t_s)
         return self.energy_kwh * 3600.0 / elapsed if elapsed > 0 else 0.0
+
+
+STEP_TOLERANCE = 0.2  # the meter may move this share more or less than the battery (losses, noise, other loads)
+
+
+@dataclass(frozen=True, slots=True)
+class StepVerdict:
+    ok: bool
+    ratio: float  # meter move / battery move (1: as expected; −1: sign inverted)
+    message: str
+
+
+def judge_step(expected_kw: float, meter_delta_kw: float) -> StepVerdict:
+    """The commissioning verdict: did the meter (+ export) move with the battery (+ discharge), by as much?"""
+    if abs(expected_kw) < 1e-6:
+        return StepVerdict(False, math.nan, "the battery did not move: nothing to compare the meter with")
+    ratio = meter_delta_kw / expected_kw
+    if abs(ratio - 1.0) <= STEP_TOLERANCE:
+        return StepVerdict(True, ratio, f"meter moved {meter_delta_kw:+.1f} kW for a battery move of {expected_kw:+.1f} kW: sign and scale agree")
+    if abs(ratio + 1.0) <= STEP_TOLERANCE:
+        return StepVerdict(False, ratio, f"meter moved {meter_delta_kw:+.1f} kW for {expected_kw:+.1f} kW: the sign is inverted (set meter.invert: true, or turn the CT round)")
+    if abs(ratio) < STEP_TOLERANCE:
+        return StepVerdict(False, ratio, f"meter moved {meter_delta_kw:+.1f} kW for {expected_kw:+.1f} kW: it does not see this battery (another site's meter, or a sub-meter?)")
+    return StepVerdict(False, ratio, f"meter moved {meter_delta_kw:+.1f} kW for {expected_kw:+.1f} kW ({ratio:+.2f}x): wrong scale (check ct_ratio / pt_ratio{'' if ratio > 0 else ', and the sign'})")
