@@ -40,6 +40,8 @@ demand_windows = sa.Table(
 
 def month_peaks(engine: Engine, month_start: pd.Timestamp) -> dict[str, float]:
     """Each site's highest demand-window average since ``month_start`` (market time, UTC)."""
-    query = sa.select(demand_windows.c.site_id, sa.func.max(demand_windows.c.average_kw)).where(demand_windows.c.window_start >= month_start.to_pydatetime()).group_by(demand_windows.c.site_id)
+    since = month_start.tz_convert("UTC")
+    bound = since.tz_localize(None) if engine.dialect.name == "sqlite" else since  # SQLite keeps UTC naive
+    query = sa.select(demand_windows.c.site_id, sa.func.max(demand_windows.c.average_kw)).where(demand_windows.c.window_start >= bound.to_pydatetime()).group_by(demand_windows.c.site_id)
     with engine.connect() as conn:
         return {site: float(peak) for site, peak in conn.execute(query)}
