@@ -37,3 +37,10 @@ def test_check_refuses_a_site_without_a_meter(tmp_path: Path) -> None:
     config = write_meter_config(tmp_path, free_port(), [{"id": "plant", "meter": "modbus_map", "load_kw": 500.0}], units_per_site=1)
     result = vpp("devices", "check", "-c", str(config), "--site", "elsewhere")
     assert result.returncode == 2 and "--site" in result.stderr + result.stdout and "metered: plant" in result.stderr + result.stdout
+
+
+def test_a_bad_meter_block_is_one_line_naming_the_field(tmp_path: Path) -> None:
+    config = write_meter_config(tmp_path, free_port(), [{"id": "plant", "meter": "modbus_map", "load_kw": 500.0, "stale_after_s": 0.1}], units_per_site=1)
+    result = vpp("validate", str(config))
+    out = result.stdout + result.stderr
+    assert result.returncode == 2 and "sites[plant].meter" in out and "stale_after_s 0.1 is shorter than poll_s 0.25" in out, out
