@@ -130,3 +130,26 @@ def test_meter_check_frozen_beyond_rating_and_counters_backwards():
     assert not check.accept(MeterReading("s", t0 + timedelta(seconds=8), 1600.0, 1.3, 0.0)).ok  # 1.6x the rating
     backwards = check.accept(MeterReading("s", t0 + timedelta(seconds=9), 10.7, 1.0, 0.0))
     assert not backwards.ok and "backwards" in backwards.reason
+
+
+def test_backtest_load_variability_costs_export_only_where_the_site_has_no_meter():
+    import dataclasses
+
+    import pandas as pd
+
+    from simulators.backtest import SimulationSettings, run_backtest, sub_interval_load
+    from tests.daemon_rig import ROOT
+    from vpp.config import load_config
+
+    cfg = load_config(ROOT / "config/examples/ci_site_meters.yaml")
+    cfg = dataclasses.replace(cfg, fleet=dataclasses.replace(cfg.fleet, sites=(dataclasses.replace(cfg.fleet.sites[0], load_kw=550.0, demand_peak_so_far_kw=1200.0),)))  # the batteries (500 kW) nearly cover the load; charging costs no demand charge
+    start = pd.Timestamp("2017-07-18T00:00", tz="Asia/Shanghai")
+    settings = SimulationSettings(every=pd.Timedelta(hours=24), substeps=6, load_variability=0.3, seed=3)
+    metered = run_backtest(cfg, start, start + pd.Timedelta(days=1), settings)
+    blind = run_backtest(dataclasses.replace(cfg, meters={}), start, start + pd.Timedelta(days=1), settings)
+    assert blind.export_above_limit_kwh[0] > 1.0  # planned discharge against a load that dips within the interval
+    assert metered.export_above_limit_kwh[0] <= 1e-6
+    calm = run_backtest(dataclasses.replace(cfg, meters={}), start, start + pd.Timedelta(days=1), dataclasses.replace(settings, load_variability=0.0))
+    assert calm.export_above_limit_kwh[0] <= 1e-6  # without variability the configured series is the truth
+    load = sub_interval_load(np.array([550.0, -20.0]), 6, 0.3, np.random.default_rng(0))
+    np.testing.assert_allclose(load.mean(axis=1), [550.0, -20.0])  # interval energy unchanged
