@@ -19,6 +19,7 @@ from adapters.meter import MapMeterReader, MeterPoller, SunSpecMeterReader, load
 from adapters.modbus_link import ModbusLink
 from simulators.modbus_server import ModbusDeviceServer
 from simulators.sim_meter import MeterMapImage, MqttMeterSimulator, SimulatedMeter, SunSpecMeterImage
+from simulators.sim_unit import WireFault
 from simulators.sunspec_server import SunSpecImage
 from tests.conftest import Mosquitto, sim_unit
 from tests.daemon_rig import ROOT
@@ -78,8 +79,7 @@ async def test_mqtt_meter_readings_arrive_and_hostile_messages_never_become_read
             while not readings and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             assert readings and readings[-1].power_kw == pytest.approx(-80.0)
-            good = len(readings)
-            meter.wire_fault = __import__("simulators.sim_unit", fromlist=["WireFault"]).WireFault.SILENT
+            meter.wire_fault = WireFault.SILENT  # only the hostile messages below are on the topic now
             await asyncio.sleep(0.1)
             good = len(readings)
             async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:

@@ -32,7 +32,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from vpp.daemon.clock import Clock
 from vpp.daemon.meter_store import demand_windows, meter_readings, month_peaks
-from vpp.dispatch import TOLERANCE_KW, DispatchFleet, TickResult, write_first
+from vpp.dispatch import TOLERANCE_KW, DispatchFleet, TickResult
 from vpp.fleet import Site
 from vpp.fleet_state import FleetState
 from vpp.meter import DemandWindow, MeterCheck, MeterReading, MeterVerdict, connection_rating_kw, staleness
