@@ -121,14 +121,16 @@ def test_demand_window_integrates_import_and_reports_the_closed_window_average()
 
 def test_meter_check_frozen_beyond_rating_and_counters_backwards():
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    at = lambda s: t0 + timedelta(seconds=s)  # noqa: E731
     check = MeterCheck(rating_kw=1000.0, frozen_after_s=5.0)
-    assert check.accept(MeterReading("s", t0, 10.0, 1.0, 0.0)).ok
-    assert check.accept(MeterReading("s", t0 + timedelta(seconds=4), 10.0, 1.1, 0.0)).ok
-    frozen = check.accept(MeterReading("s", t0 + timedelta(seconds=6), 10.0, 1.2, 0.0))
+    assert check.accept(MeterReading("s", at(0), 10.0, 1.0, 0.0)).ok
+    assert check.accept(MeterReading("s", at(4), 10.0, 1.0, 0.0)).ok
+    frozen = check.accept(MeterReading("s", at(6), 10.0, 1.0, 0.0))  # power and counters held for 6 s
     assert not frozen.ok and "frozen" in frozen.reason
-    assert check.accept(MeterReading("s", t0 + timedelta(seconds=7), 10.5, 1.3, 0.0)).ok
-    assert not check.accept(MeterReading("s", t0 + timedelta(seconds=8), 1600.0, 1.3, 0.0)).ok  # 1.6x the rating
-    backwards = check.accept(MeterReading("s", t0 + timedelta(seconds=9), 10.7, 1.0, 0.0))
+    assert check.accept(MeterReading("s", at(7), 10.0, 1.1, 0.0)).ok  # the counters moved: a coarse power register, not a hung meter
+    assert check.accept(MeterReading("s", at(13), 10.0, 1.2, 0.0)).ok
+    assert not check.accept(MeterReading("s", at(14), 1600.0, 1.3, 0.0)).ok  # 1.6x the rating
+    backwards = check.accept(MeterReading("s", at(15), 10.7, 1.0, 0.0))
     assert not backwards.ok and "backwards" in backwards.reason
 
 
