@@ -32,7 +32,7 @@ DATATYPES = {
     "uint32": AsyncModbusTcpClient.DATATYPE.UINT32,
     "float32": AsyncModbusTcpClient.DATATYPE.FLOAT32,
 }
-TO_BASE_UNIT = {"W": 0.001, "kW": 1.0, "pct": 0.01, "fraction": 1.0, "s": 1.0, "count": 1.0}  # -> kW, fraction, s
+TO_BASE_UNIT = {"W": 0.001, "kW": 1.0, "Wh": 0.001, "kWh": 1.0, "pct": 0.01, "fraction": 1.0, "s": 1.0, "count": 1.0}  # -> kW, kWh, fraction, s
 COUNTER_MODULUS = {"int16": 1 << 15, "uint16": 1 << 16, "int32": 1 << 31, "uint32": 1 << 32, "float32": 1 << 24}
 READ_ROLES = ("soc", "power", "max_charge_power", "max_discharge_power", "state", "fault_code")
 

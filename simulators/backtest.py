@@ -84,6 +84,7 @@ class SimulationSettings:
     outages: tuple[Outage, ...] = ()  # forced outages given explicitly (unknown to the optimizer until they start)
     substeps: int = 4  # dispatcher ticks per interval (see docs/simulator.md: plans that lean on expected deployment at a full/empty battery need them)
     dispatch_step_s: float | None = None  # how long each setpoint stays in force for the SoC clamp (default: the tick)
+    load_variability: float = 0.0  # relative std of each site's load − PV per dispatcher tick around the interval's value (seeded, mean-preserving); metered sites (sites[].meter) dispatch against it, the others against the interval's value
     solver: SolverOptions | None = None  # default: ``backtest_solver(cfg)``
 
 
@@ -124,6 +125,8 @@ class BacktestResult:
     timing: Timing
     violations: int  # constraint violations the elastic re-solves reported
     solver: SolverOptions  # what every solve was given
+    export_above_limit_kwh: np.ndarray | None = None  # (S,) energy that flowed out beyond each site's export limit (sub-interval load variability)
+    import_above_limit_kwh: np.ndarray | None = None  # (S,) and in beyond its import limit
 
     @property
     def net_revenue(self) -> float:
@@ -203,7 +206,9 @@ def run_backtest(cfg: VppConfig, start: pd.Timestamp, end: pd.Timestamp, setting
 
     outages = settings.outages + random_outages(unit_ids, index[0], index[-1] + step_td, settings.outage_rate_per_year, settings.outage_mean_h, settings.seed)
     out_mask = outage_mask(outages, unit_ids, index, step_td)
-    rng_soc, rng_deploy = (np.random.default_rng([settings.seed, k]) for k in (1, 2))
+    rng_soc, rng_deploy, rng_load = (np.random.default_rng([settings.seed, k]) for k in (1, 2, 3))
+    metered = np.array([s.id in cfg.meters for s in cfg.fleet.sites], bool)  # these see the load each tick, as the meter loop does
+    over_export, over_import = np.zeros(len(cfg.fleet.sites)), np.zeros(len(cfg.fleet.sites))
 
     phys = FleetPhysics.of(cfg.fleet, settings.taper_band, settings.taper_floor)
     dfleet = DispatchFleet.of(cfg.fleet, cfg.market)
@@ -310,6 +315,7 @@ def run_backtest(cfg: VppConfig, start: pd.Timestamp, end: pd.Timestamp, setting
             shares = {pid: alpha[pid] * (max(0.0, 1.0 + settings.deployment_noise * rng_deploy.standard_normal()) if settings.deployment_noise else 1.0) for pid in held}
             factor = np.where(out, 0.0, avail[:, t])
             sent_any = np.zeros(U, bool)
+            sub_load = sub_interval_load(actual_net_load[:, t], n_sub, settings.load_variability, rng_load)
             for m in range(n_sub):
                 now = index[t] + sub_td * m
                 bms_ch, bms_dis = phys.bms_limits(soc)
@@ -318,7 +324,7 @@ def run_backtest(cfg: VppConfig, start: pd.Timestamp, end: pd.Timestamp, setting
                     uid: None if gone else Telemetry(uid, now, soc=x, power_kw=p, max_charge_kw=c, max_discharge_kw=d, state=UnitState.OK)
                     for uid, gone, x, p, c, d in zip(unit_ids, out.tolist(), seen.tolist(), last_power.tolist(), bms_ch.tolist(), bms_dis.tolist())
                 }
-                tick = dispatch(dfleet, now, schedule, telemetry, cfg.overrides, site_base_kw=actual_net_load[:, t], step_s=sub_s, settings=EXACT_DEVICES)
+                tick = dispatch(dfleet, now, schedule, telemetry, cfg.overrides, site_base_kw=np.where(metered, sub_load[:, m], actual_net_load[:, t]), step_s=sub_s, settings=EXACT_DEVICES)
                 sent = ~np.isnan(tick.power_kw)
                 sent_any |= sent
                 base = np.where(sent, tick.power_kw, 0.0)  # no command: the device reverts to 0 W
@@ -344,7 +350,10 @@ def run_backtest(cfg: VppConfig, start: pd.Timestamp, end: pd.Timestamp, setting
                 power[:, t] += (applied - deployed_net) / n_sub
                 commanded[:, t] = np.where(sent, np.nan_to_num(commanded[:, t]) + base / n_sub, commanded[:, t])
                 last_power = applied
-                month_peak = np.maximum(month_peak, actual_net_load[:, t] - np.bincount(dfleet.unit_site, applied, len(dfleet.site_ids)))
+                flow = np.bincount(dfleet.unit_site, applied, len(dfleet.site_ids)) - sub_load[:, m]  # + export at each connection
+                over_export += np.maximum(flow - dfleet.export_limit_kw, 0.0) * sub_h
+                over_import += np.maximum(-flow - dfleet.import_limit_kw, 0.0) * sub_h
+                month_peak = np.maximum(month_peak, actual_net_load[:, t] - np.bincount(dfleet.unit_site, applied, len(dfleet.site_ids)))  # billed on the interval's load (the noise averages out)
             soc_kwh[:, t + 1] = soc * phys.energy_kwh
             planned[:, t] = schedule.power_kw[:, j] if schedule is not None else 0.0
         timing.simulate_s += time.perf_counter() - ts
@@ -381,7 +390,18 @@ def run_backtest(cfg: VppConfig, start: pd.Timestamp, end: pd.Timestamp, setting
         timing=timing,
         violations=violations,
         solver=options,
+        export_above_limit_kwh=over_export,
+        import_above_limit_kwh=over_import,
     )
+
+
+def sub_interval_load(interval_kw: np.ndarray, n_sub: int, variability: float, rng: np.random.Generator) -> np.ndarray:
+    """(S, n_sub) each site's load − PV per dispatcher tick: the interval's value plus seeded noise of relative
+    std ``variability`` whose mean over the interval is 0, so interval energy (and settlement) is unchanged."""
+    if variability <= 0 or n_sub < 2:
+        return np.repeat(interval_kw[:, None], n_sub, axis=1)
+    noise = rng.standard_normal((len(interval_kw), n_sub)) * variability * np.abs(interval_kw)[:, None]
+    return interval_kw[:, None] + noise - noise.mean(axis=1, keepdims=True)
 
 
 def backtest_solver(cfg: VppConfig) -> SolverOptions:

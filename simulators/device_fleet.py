@@ -4,25 +4,30 @@ Every unit with a ``device:`` block gets a ``SimulatedUnit`` (its battery from
 the unit's own parameters, its heartbeat timeout from ``revert_s``); Modbus
 units are served by one ``ModbusDeviceServer`` per host:port (SunSpec or
 register-map image by slave id), MQTT units by one ``MqttDeviceSimulator``.
+Every site with a ``meter:`` gets a ``SimulatedMeter`` over its units (its load
+and PV from ``site_load_kw``/``site_pv_kw``), served where the meter block says.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from adapters.fleet import mqtt_unit, require_broker
+from adapters.fleet import mqtt_unit, rating_kw, require_broker
+from adapters.meter import load_meter_map
 from adapters.modbus_map import load_register_map
 from adapters.service import Service
 from simulators.battery import BatteryParams
 from simulators.modbus_map_server import RegisterMapImage
 from simulators.modbus_server import ModbusDeviceServer, RegisterImage
 from simulators.mqtt_device import MqttDeviceSimulator
+from simulators.sim_meter import MeterMapImage, MqttMeterSimulator, SimulatedMeter, SunSpecMeterImage
 from simulators.sim_unit import SimulatedUnit
 from simulators.sunspec_server import SunSpecImage
 from vpp.device_config import ModbusMapDevice, MqttBrokerConfig, MqttDevice, SunSpecDevice
 from vpp.fleet import BatteryUnit
+from vpp.meter_config import MeterModel, ModbusMapMeterDevice, MqttMeterDevice, SunSpecMeterDevice
 
 
 def simulated_unit(unit: BatteryUnit, revert_s: float) -> SimulatedUnit:
@@ -47,6 +52,11 @@ class SimulatedFleet(Service):
         config_dir: Path,
         tick_s: float = 0.5,
         publish_s: float = 1.0,
+        meters: Mapping[str, MeterModel] | None = None,
+        site_load_kw: Mapping[str, float] | None = None,
+        site_pv_kw: Mapping[str, float] | None = None,
+        meter_noise_kw: float = 0.2,
+        site_rating_kw: Mapping[str, float] | None = None,
     ) -> None:
         require_broker(units, broker, str(config_dir))
         self.units: dict[str, SimulatedUnit] = {}
@@ -64,16 +74,35 @@ class SimulatedFleet(Service):
                 gateways[(device.host, device.port)][device.slave_id] = RegisterMapImage(sim, register_map)
             elif isinstance(device, MqttDevice):
                 mqtt_devices.append((mqtt_unit(unit, device), sim))
+        self.meters: dict[str, SimulatedMeter] = {}
+        mqtt_meters = []
+        site_rating_kw = site_rating_kw or {}
+        for k, (site_id, meter) in enumerate((meters or {}).items()):
+            members = [self.units[u.id] for u in units if u.site_id == site_id and u.id in self.units]
+            sim_meter = self.meters[site_id] = SimulatedMeter(site_id, members, (site_load_kw or {}).get(site_id, 0.0), (site_pv_kw or {}).get(site_id, 0.0), meter_noise_kw, seed=k)
+            rating = meter.rating_kw or site_rating_kw.get(site_id) or 10.0 * sum(rating_kw(u) for u in units if u.site_id == site_id)
+            device = meter.device
+            if isinstance(device, SunSpecMeterDevice):
+                gateways[(device.host, device.port)][device.slave_id] = SunSpecMeterImage(sim_meter, rating, slave_id=device.slave_id)  # type: ignore[assignment]
+            elif isinstance(device, ModbusMapMeterDevice):
+                gateways[(device.host, device.port)][device.slave_id] = MeterMapImage(sim_meter, load_meter_map(config_dir / device.register_map))  # type: ignore[arg-type]
+            elif isinstance(device, MqttMeterDevice):
+                mqtt_meters.append((device.topic_prefix, sim_meter))
         self.servers = [ModbusDeviceServer(images, host, port, tick_s) for (host, port), images in gateways.items()]
         self.mqtt = MqttDeviceSimulator(broker, mqtt_devices, publish_s) if mqtt_devices and broker is not None else None
+        self.mqtt_meters = MqttMeterSimulator(broker, mqtt_meters, min(publish_s, 0.25)) if mqtt_meters and broker is not None else None
 
     async def start(self) -> None:
         for server in self.servers:
             await server.start()
         if self.mqtt is not None:
             await self.mqtt.start()
+        if self.mqtt_meters is not None:
+            await self.mqtt_meters.start()
 
     async def stop(self) -> None:
+        if self.mqtt_meters is not None:
+            await self.mqtt_meters.stop()
         if self.mqtt is not None:
             await self.mqtt.stop()
         for server in self.servers:
@@ -85,4 +114,6 @@ class SimulatedFleet(Service):
         if self.mqtt is not None:
             broker = self.mqtt.session.broker
             lines.append(f"mqtt {broker.host}:{broker.port} units {len(self.mqtt.devices)}")
+        if self.mqtt_meters is not None:
+            lines.append(f"mqtt meters {', '.join(t for t, _ in self.mqtt_meters.meters)}")
         return lines

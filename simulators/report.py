@@ -109,6 +109,12 @@ def build_summary(cfg: VppConfig, r: BacktestResult, settings: SimulationSetting
         "perfect_foresight": {"net_revenue": float(bound_net), "revenue_by_stream": bound_streams, "by_month": {m: float(v) for m, v in bound_months.items()}},
         "capture_ratio": capture(float(sum(streams.values())), float(bound_net)),
         "capture_ratio_by_month": by_month_capture,
+        "site_limits": {  # energy beyond the connection limits within intervals (--load-variability; sites with a meter: block hold them)
+            sid: {"metered": sid in cfg.meters, "export_above_limit_kwh": float(r.export_above_limit_kwh[i]), "import_above_limit_kwh": float(r.import_above_limit_kwh[i])}
+            for i, sid in enumerate(r.site_ids)
+        }
+        if r.export_above_limit_kwh is not None and r.import_above_limit_kwh is not None
+        else {},
         "outages": [{"unit_id": o.unit_id, "start": o.start.isoformat(), "end": o.end.isoformat()} for o in r.outages],
         "solver": {
             "options": {"mip_gap": r.solver.mip_gap, "time_limit_s": r.solver.time_limit_s, "decomposition": r.solver.decomposition, "threads": r.solver.threads},

@@ -31,6 +31,7 @@ def simulate_cmd(
     every: str = typer.Option("24h", help="re-optimization period (24h: daily, each plan from data before its bids' gate closure; the interval length: MPC)"),
     horizon: str | None = typer.Option(None, help="planning horizon at least this long (default: the config's horizon_h)"),
     substeps: int = typer.Option(4, min=1, help="dispatcher ticks per interval"),
+    load_variability: float = typer.Option(0.0, min=0.0, max=2.0, help="relative std of each site's load within an interval, per tick (seeded); sites with a meter: dispatch against it, the summary reports energy beyond the limits"),
     seed: int = typer.Option(0, help="seed for outages, SoC noise and deployment variation"),
     soc_noise: float = typer.Option(0.0, help="std of the reported SoC (fraction)"),
     deployment_noise: float = typer.Option(0.0, help="relative std of the deployed reserve share per interval"),
@@ -87,6 +88,7 @@ def simulate_cmd(
         outage_rate_per_year=outage_rate,
         outage_mean_h=outage_hours,
         substeps=substeps,
+        load_variability=load_variability,
         solver=solver,
     )
     runs = [settings] if (forecast == "perfect" or no_bound) else [settings, dataclasses.replace(settings, forecast=ForecastSpec("perfect"))]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, time
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from vpp.errors import InputError, InputErrors, from_validation_error
 from vpp.fleet import BatteryUnit, Derate, Fleet, Site, Tariff, TouPeriod
 from vpp.ledger.config import ContractModel, build_contracts
 from vpp.ledger.contracts import Contract
+from vpp.meter_config import MeterModel
 from vpp.markets import AncillaryProduct, DemandResponseEvent, GateClosure, Market, ProductKind
 from vpp.overrides import Override, OverrideKind
 from vpp.schedule import SolverOptions, TerminalPolicy
@@ -152,6 +154,7 @@ class SiteModel(_Strict):
     pv_kw: SeriesRef | None = Field(None, description="the site's PV generation, kW (same forms as load_kw)")
     demand_peak_so_far_kw: float = Field(0.0, ge=0, description="the month's highest import so far, kW: only a peak above it costs demand charge")
     units: list[UnitModel] = Field(min_length=1, description="the batteries at this site")
+    meter: MeterModel | None = Field(None, description="the grid-connection meter the gateway's site control loop closes on; none: site limits are held against load_kw/pv_kw only, which does not protect against export")
 
 
 class GateClosureModel(_Strict):
@@ -325,6 +328,7 @@ class VppConfig:
     mqtt: MqttBrokerConfig | None = None
     contracts: tuple[Contract, ...] = ()
     daemon: DaemonModel | None = None
+    meters: Mapping[str, MeterModel] = field(default_factory=dict)  # site id -> its grid meter (sites[].meter)
     warnings: tuple[str, ...] = ()  # plausible-looking but suspicious input (a price 1,000x off its unit); the CLI prints them
 
     @property
@@ -637,6 +641,7 @@ def _build(m: ConfigModel, path: Path, errors: list[InputError]) -> VppConfig | 
         mqtt=m.mqtt,
         contracts=contracts,
         daemon=m.daemon,
+        meters={s.id: s.meter for s in m.sites if s.meter is not None},
         warnings=tuple(warnings),
     )
 

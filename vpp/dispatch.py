@@ -119,6 +119,8 @@ class TickResult:
     scheduled_kw: np.ndarray  # (U,) the schedule's power for the interval (0 without schedule)
     reasons: tuple[str, ...]  # why each command differs from the schedule ("" = it does not)
     in_dispatch: np.ndarray | None = None  # (U,) bool: eligible and not under unit_out (a unit_out unit is sent 0 W)
+    lo_kw: np.ndarray | None = None  # (U,) the unit clamps of step 4 (charge side, ≤ 0): the site control loop stays inside them
+    hi_kw: np.ndarray | None = None  # (U,) and the discharge side
 
     def dispatched(self) -> np.ndarray:
         return self.in_dispatch if self.in_dispatch is not None else ~np.isnan(self.power_kw)
@@ -199,7 +201,7 @@ def dispatch(
     power[~eligible] = np.nan
     for i in np.flatnonzero(unit_out & eligible):
         reasons[i].append("override unit_out")
-    return TickResult(now, interval, fleet.unit_ids, power, scheduled, tuple("; ".join(dict.fromkeys(r)) for r in reasons), eligible & ~unit_out)
+    return TickResult(now, interval, fleet.unit_ids, power, scheduled, tuple("; ".join(dict.fromkeys(r)) for r in reasons), eligible & ~unit_out, lo, hi)
 
 
 def write_first(fleet: DispatchFleet, power_kw: np.ndarray, last_kw: np.ndarray, site_base_kw: np.ndarray | None = None) -> np.ndarray:
@@ -336,8 +338,8 @@ def _site_limits(fleet, power, lo, hi, forced, base, margin, reasons):
     over = np.maximum(net - export_kw, 0.0)
     under = np.maximum(-import_kw - net, 0.0)
     before = power.copy()
-    power = _shift(power, lo, fleet.unit_site, over, forced, down=True)
-    power = _shift(power, hi, fleet.unit_site, under, forced, down=False)
+    power = shift_toward(power, lo, fleet.unit_site, over, forced, down=True)
+    power = shift_toward(power, hi, fleet.unit_site, under, forced, down=False)
     for i in np.flatnonzero(np.abs(power - before) > TOLERANCE_KW):
         reasons[i].append("site limit")
     return power
@@ -359,13 +361,13 @@ def _fleet_caps(fleet, active, power, lo, hi, forced, base, margin, reasons):
         room = np.abs(np.bincount(fleet.unit_site, power - bound, n_sites))
         reducible = np.minimum(np.maximum(net, 0.0), room)  # a site's flow cannot go below 0 by this
         share = reducible * min(1.0, excess / reducible.sum()) if reducible.sum() > 0 else reducible
-        power = _shift(power, bound, fleet.unit_site, share, forced, down=sign > 0)
+        power = shift_toward(power, bound, fleet.unit_site, share, forced, down=sign > 0)
     for i in np.flatnonzero(np.abs(power - before) > TOLERANCE_KW):
         reasons[i].append("fleet cap")
     return power
 
 
-def _shift(power, bound, group, need, forced, *, down: bool):
+def shift_toward(power, bound, group, need, forced, *, down: bool):
     """Move units toward ``bound`` so each group's sum changes by ``need`` (≥ 0) where it can,
     in proportion to each unit's room; unforced units first, forced ones only for what is left."""
     n_groups = len(need)

@@ -170,6 +170,8 @@ def health(daemon: Daemon) -> dict[str, Any]:
             reasons.append(f"{in_dispatch} of {len(dispatched)} units in dispatch; out: {', '.join(out)}")
         if last.result.interval is None:
             reasons.append("no schedule covers now: units idle at 0 W")
+    if daemon.site_loop is not None:  # a meter alarm: the site runs fail-safe
+        reasons += [f"meter alarm at site {sid}: {sm.alarm}" for sid, sm in daemon.site_loop.sites.items() if sm.alarm is not None]
     unhealthy = age is None or last is None or age > limit
     status = "unhealthy" if unhealthy else "degraded" if reasons else "ok"
     return {"status": status, "reasons": reasons, "last_tick_age_s": age, "units": len(daemon.cfg.units), "in_dispatch": in_dispatch}
@@ -224,6 +226,7 @@ def daemon_status(daemon: Daemon) -> dict[str, Any]:
             "intervals": len(held.schedule.index) if held.schedule is not None else 0,
         },
         "solve": daemon.solve_status(),
+        "meters": daemon.site_loop.status(wall.to_pydatetime()) if daemon.site_loop is not None else {},
         "overrides": {
             "active": [override_json(o) for o in daemon.control.activity.active],
             "count": len(daemon.watcher.current),

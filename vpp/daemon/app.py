@@ -33,6 +33,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from adapters.fleet import DeviceFleet
+from adapters.meter import MeterPoller
 from adapters.poller import FleetPoller
 from vpp.config import VppConfig, load_config, to_utc
 from vpp.daemon import api, orphans
@@ -50,6 +51,7 @@ from vpp.daemon.reoptimize import (
     solve,
 )
 from vpp.daemon.settle import Settler
+from vpp.daemon.site_loop import SiteLoop
 from vpp.daemon.stall import StallWatch
 from vpp.daemon.store import Store, override_audit
 from vpp.daemon.watch import FileVersion, OverridesWatcher
@@ -91,6 +93,9 @@ class Daemon:
         self._config_version = FileVersion(cfg.path)
         self.watcher = OverridesWatcher(cfg.overrides_path, cfg.fleet, cfg.market, cfg.timezone, cfg.overrides, self._audit_rows, self._clock_pair)
         self.schedule = ScheduleInForce()
+        # Site meters (sites[].meter): the site control loop closes on them. None configured: as before.
+        self.site_loop = SiteLoop(DispatchFleet.of(cfg.fleet, cfg.market), cfg.meters, self.state, self.clock, self.store, self.metrics.registry, cfg.timezone, self.downsample) if cfg.meters else None
+        self.meter_poller = MeterPoller(cfg.meters, cfg.mqtt, cfg.path.parent, self.site_loop.on_reading) if self.site_loop is not None else None
         self.control = ControlLoop(
             dfleet=DispatchFleet.of(cfg.fleet, cfg.market),
             state=self.state,
@@ -109,6 +114,7 @@ class Daemon:
             on_availability=lambda out: self._planning and self.request_reoptimization("units out of dispatch changed"),
             on_overrides=self.overrides_changed,
             on_interval_closed=lambda start: self.store.submit(self.settler.catch_up, self.clock.now()),
+            site_loop=self.site_loop,
         )
         self.stall_watch = StallWatch(self.control.tick_age_s, limit_s=STALL_TICKS * d.tick_s + 1.0)
         started = time.monotonic()
@@ -148,6 +154,10 @@ class Daemon:
         self._devices_started = True
         await self.devices.start()
         self._tasks.append(asyncio.create_task(self.poller.run(), name="poller"))
+        if self.site_loop is not None and self.meter_poller is not None:
+            await asyncio.to_thread(self.site_loop.restore)
+            await self.meter_poller.start()
+            self._tasks.append(asyncio.create_task(self.site_loop.run(self.control, self._tick_lock), name="site-control"))
         self._api = api.server(api.build_app(self), d.api.host, d.api.port)
         self._tasks.append(asyncio.create_task(self._api.serve(sockets=[sock]), name="api"))
         scheduler = self._scheduler = AsyncIOScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
@@ -203,6 +213,9 @@ class Daemon:
         if running:
             self._scheduler.shutdown(wait=False)
         self.control.flush()
+        if self.meter_poller is not None and self.site_loop is not None:
+            await self.meter_poller.stop()
+            self.site_loop.flush()
         if self._api is not None:
             self._api.should_exit = True
         if self._reopt_task is not None:
@@ -256,7 +269,7 @@ class Daemon:
             for line in str(err).splitlines():
                 log.error("config change rejected, the running config stays: %s", line)
             return
-        fixed = ("units", "mqtt", "daemon", "interval", "timezone", "currency", "overrides_path")
+        fixed = ("units", "mqtt", "daemon", "interval", "timezone", "currency", "overrides_path", "meters")
         differs = [name for name in fixed if getattr(cfg, name) != getattr(self.cfg, name)]
         if differs:
             log.error("config change not applied: %s changed, which needs a restart (systemctl restart vpp-daemon)", ", ".join(differs))
@@ -264,6 +277,8 @@ class Daemon:
         new_events = sorted({e.id for e in cfg.market.dr_events} - {e.id for e in self.cfg.market.dr_events})
         self.cfg = self.settler.cfg = cfg
         self.control.dfleet = DispatchFleet.of(cfg.fleet, cfg.market)
+        if self.site_loop is not None:
+            self.site_loop.dfleet = self.control.dfleet
         self._site_base_cache = None
         self.watcher.retarget(cfg.fleet, cfg.market)
         self.reoptimizer.reconfigure(cfg)
@@ -346,6 +361,8 @@ class Daemon:
                 log.warning("site load/PV unknown at %s, site limits assume 0 kW: %s", start.isoformat(), err)
                 base = np.zeros(len(self.cfg.fleet.sites))
             self._site_base_cache = (start, base)
+        if self.site_loop is not None:  # metered sites: the live base load while their meter is good
+            return self.site_loop.dispatch_base(self._site_base_cache[1])
         return self._site_base_cache[1]
 
     def _audit_rows(self, rows: list[dict[str, Any]]) -> None:

@@ -104,6 +104,7 @@ class ControlLoop:
         on_availability: Callable[[frozenset[str]], None] = lambda out: None,
         on_overrides: Callable[[], None] = lambda: None,
         on_interval_closed: Callable[[pd.Timestamp], None] = lambda start: None,
+        site_loop=None,  # vpp.daemon.site_loop.SiteLoop: the metered sites' law, applied before every write
     ) -> None:
         self.dfleet, self.state, self.adapters = dfleet, state, adapters
         self.schedule, self.watcher, self.clock = schedule, watcher, clock
@@ -112,6 +113,7 @@ class ControlLoop:
         self.step_s = max(tick_s, setpoint_valid_s)  # a setpoint may stay in force until it reverts
         self.interval, self.downsample, self.site_base = interval, downsample, site_base
         self.on_availability, self.on_overrides, self.on_interval_closed = on_availability, on_overrides, on_interval_closed
+        self.site_loop = site_loop
         self.activity = OverrideActivity()
         self.watchdog = Watchdog(min(1.0, watchdog_period_s() or 1.0))
         self.last: TickRecord | None = None
@@ -146,6 +148,9 @@ class ControlLoop:
         telemetry = self._telemetry(now - wall)
         schedule, schedule_id = self.schedule.schedule, self.schedule.id  # a solve may land while we write
         result = dispatch(self.dfleet, now.to_pydatetime(), schedule, telemetry, overrides, site_base_kw=self.site_base(now), step_s=self.step_s, settings=self.settings)
+        if self.site_loop is not None:  # metered sites: the plan stays the loop's target, the live meter bounds it
+            self.site_loop.plan, self.site_loop.schedule = result, schedule
+            result = self.site_loop.apply(result, wall, now, self.written_at, self._last_kw)
         setpoints = [replace(sp, issued_at=wall.to_pydatetime()) for sp in result.setpoints(self.valid_s)]
         first = dict(zip(self.dfleet.unit_ids, write_first(self.dfleet, result.power_kw, self._last_kw, self.site_base(now))))
         decided = time.perf_counter()
@@ -165,6 +170,27 @@ class ControlLoop:
         self.ticked.set()
         self.ticked.clear()
         return self.last
+
+    @property
+    def last_kw(self) -> np.ndarray:
+        """(U,) the power last commanded to each unit (NaN: none yet)."""
+        return self._last_kw
+
+    async def rewrite(self, result: TickResult, wall: pd.Timestamp, now: pd.Timestamp, site_base_kw: np.ndarray | None) -> int:
+        """Between ticks (the site control loop): write the setpoints of ``result`` that differ from the
+        last ones commanded, safe side first, and record them. Returns how many were written."""
+        changed = ~np.isnan(result.power_kw) & ~(np.abs(result.power_kw - self._last_kw) <= DEADBAND_KW)
+        if not changed.any():
+            return 0
+        setpoints = {sp.unit_id: replace(sp, issued_at=wall.to_pydatetime()) for sp in result.setpoints(self.valid_s)}
+        first = write_first(self.dfleet, result.power_kw, self._last_kw, site_base_kw)
+        errors: dict[str, str] = {}
+        for wave in (first, ~first):
+            errors |= await self._write([setpoints[self.dfleet.unit_ids[i]] for i in np.flatnonzero(changed & wave)], wall)
+        ok = changed & np.array([uid not in errors for uid in self.dfleet.unit_ids])
+        self._last_kw = np.where(ok, result.power_kw, self._last_kw)
+        self._record(result, self.schedule.id, wall, now, errors)
+        return int(ok.sum())
 
     async def zero_all(self) -> int:
         """Shutdown: command 0 W to every unit that answers (a unit out of reach reverts by its own timer)."""
