@@ -1,6 +1,6 @@
 """Day-ahead price forecast accuracy on the epftoolbox EPEX-DE benchmark (test period 2016-01-04..2017-12-31).
 
-    python bench/forecast.py [--windows 364 728 1092 1456] [--every 7] [--days N] [--lgbm] [--json]
+    python bench/forecast.py [--windows 364 728 1092 1456] [--every 7] [--days N] [--lgbm DAYS] [--json]
 
 Scores, on the same data set and the same 728 test days as Lago et al. (2021), the forecasters
 of ``vpp.day_ahead`` (LEAR, one per calibration window, and their average as epftoolbox does),
@@ -91,7 +91,7 @@ def lgbm_forecasts(price, exog, weekdays, first: int, last: int, window: int, ev
     for k, day in enumerate(range(first, last + 1)):
         if k % every == 0:
             train = np.arange(max(7, day - window), day)
-            model = lgb.LGBMRegressor(n_estimators=400, learning_rate=0.05, num_leaves=31, min_child_samples=20, subsample=0.8, subsample_freq=1, colsample_bytree=0.5, verbose=-1, n_jobs=2)
+            model = lgb.LGBMRegressor(n_estimators=400, learning_rate=0.05, num_leaves=31, min_child_samples=20, subsample=0.8, subsample_freq=1, colsample_bytree=0.5, verbose=-1, n_jobs=1)
             model.fit(rows(train), price[train].reshape(-1))
         out[k] = model.predict(rows(np.array([day])))
     return out
@@ -100,10 +100,10 @@ def lgbm_forecasts(price, exog, weekdays, first: int, last: int, window: int, ev
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--windows", type=int, nargs="+", default=[364, 728, 1092, 1456])
+    ap.add_argument("--windows", type=int, nargs="*", default=[364, 728, 1092, 1456], help="LEAR calibration windows (none: skip LEAR)")
     ap.add_argument("--every", type=int, default=7, help="recalibrate every N days (epftoolbox: 1)")
     ap.add_argument("--days", type=int, default=None, help="only the first N test days")
-    ap.add_argument("--lgbm", action="store_true", help="also score the LightGBM alternative (window: the largest)")
+    ap.add_argument("--lgbm", type=int, default=None, metavar="DAYS", help="also score the LightGBM alternative on this calibration window")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -131,7 +131,7 @@ def main() -> None:
         score(f"LEAR ensemble ({'/'.join(map(str, args.windows))})", np.mean(lear, axis=0))
     if args.lgbm:
         t0 = time.perf_counter()
-        score(f"LightGBM {max(args.windows)} days", lgbm_forecasts(price, exog, weekdays, first, last, max(args.windows), args.every), time.perf_counter() - t0)
+        score(f"LightGBM {args.lgbm} days", lgbm_forecasts(price, exog, weekdays, first, last, args.lgbm, args.every), time.perf_counter() - t0)
 
     result = dict(
         data=str(args.data.relative_to(ROOT) if args.data.is_relative_to(ROOT) else args.data),

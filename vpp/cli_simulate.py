@@ -28,7 +28,7 @@ def simulate_cmd(
     end: str | None = typer.Option(None, "--to", help="end of the period, exclusive"),
     forecast: str = typer.Option("persistence", help="perfect | persistence | last_week | rolling_mean | file | lear"),
     rolling_days: int = typer.Option(7, help="days averaged by the rolling_mean forecast"),
-    calibration_days: int = typer.Option(728, help="lear: rolling calibration window, days"),
+    calibration_days: list[int] = typer.Option([728], help="lear: rolling calibration window, days (repeat the option for an averaged ensemble)"),
     recalibrate_every: int = typer.Option(1, help="lear: refit every N days"),
     shrink: float = typer.Option(1.0, help="pull forecast energy prices towards their horizon mean by this factor (1: off; e.g. 0.8)"),
     every: str = typer.Option("24h", help="re-optimization period (24h: daily, each plan from data before its bids' gate closure; the interval length: MPC)"),
@@ -73,7 +73,7 @@ def simulate_cmd(
         file_forecasts(cfg.path) if forecast == "file" else None,
         exogenous=file_exogenous(cfg.path) if forecast == "lear" else None,
         timezone=cfg.timezone,
-        calibration_days=calibration_days,
+        calibration_days=tuple(calibration_days),
         recalibrate_every_days=recalibrate_every,
         shrink=shrink,
     )

@@ -61,7 +61,7 @@ class ForecastSpec:
     file_series: dict[str, LoadedSeries] | None = None  # method 'file': actual series name -> its forecast column
     exogenous: dict[str, tuple[LoadedSeries, ...]] | None = None  # method 'lear': series name -> its exogenous forecasts
     timezone: str = "UTC"  # 'lear': where days start (midnight) and which weekday they are
-    calibration_days: int = 728  # 'lear': rolling calibration window
+    calibration_days: int | tuple[int, ...] = 728  # 'lear': rolling calibration window(s); several: their forecasts averaged
     recalibrate_every_days: int = 1  # 'lear': refit every N days (between refits, the newest lags feed the last fit)
     shrink: float = 1.0  # energy price forecasts pulled towards their horizon mean (1: unchanged)
     models: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)  # 'lear': fitted models, reused
@@ -71,8 +71,10 @@ class ForecastSpec:
             raise InputError("--forecast", "forecast", self.method, f"one of {', '.join(METHODS)}")
         if self.rolling_days < 1:
             raise InputError("--rolling-days", "rolling_days", self.rolling_days, "at least 1 day")
-        if self.calibration_days < MIN_CALIBRATION_DAYS:
-            raise InputError("--calibration-days", "calibration_days", self.calibration_days, f"at least {MIN_CALIBRATION_DAYS} days")
+        windows = (self.calibration_days,) if isinstance(self.calibration_days, int) else tuple(self.calibration_days)
+        if not windows or min(windows) < MIN_CALIBRATION_DAYS:
+            raise InputError("--calibration-days", "calibration_days", self.calibration_days, f"windows of at least {MIN_CALIBRATION_DAYS} days")
+        object.__setattr__(self, "calibration_days", windows)
         if self.recalibrate_every_days < 1:
             raise InputError("--recalibrate-every", "recalibrate_every_days", self.recalibrate_every_days, "at least 1 day")
         if not 0.0 <= self.shrink <= 1.0:
@@ -188,16 +190,23 @@ def _lear_series(series: LoadedSeries, start: pd.Timestamp, end: pd.Timestamp, d
     else:
         fit_day = observed - observed % spec.recalibrate_every_days
         fit_day = fit_day if fit_day >= need else observed
-        key = (series.name, id(s), fit_day, spec.calibration_days)
-        model = spec.models.get(key)
-        if model is None:
-            for old in [k for k in spec.models if k[0] == series.name]:  # one model per series: the backtest moves forward
-                del spec.models[old]
-            model = spec.models[key] = day_ahead.calibrate(history, exog, weekdays, fit_day, spec.calibration_days)
-        days = np.vstack([history[:observed], day_ahead.forecast_days(history, exog, weekdays, observed, exog_days, last_day, model)])
+        # several calibration windows: their forecasts averaged (epftoolbox's LEAR ensemble)
+        ahead = np.mean([day_ahead.forecast_days(history, exog, weekdays, observed, exog_days, last_day, _model(spec, series, history, exog, weekdays, fit_day, w)) for w in spec.calibration_days], axis=0)
+        days = np.vstack([history[:observed], ahead])
     flat = days.reshape(-1)[first_pos - offset : last_pos - offset]
     index = pd.DatetimeIndex(s.index[0] + step * np.arange(first_pos, last_pos), freq=step).as_unit("ns")
     return LoadedSeries(f"{series.name}[lear]", series.quantity, pd.Series(flat, index=index))
+
+
+def _model(spec: ForecastSpec, series: LoadedSeries, history, exog, weekdays, fit_day: int, window: int) -> day_ahead.DayAheadModel:
+    """The model fitted at ``fit_day`` on ``window`` days, from ``spec.models`` or fitted now (older fits of the series dropped)."""
+    key = (series.name, id(series.values), fit_day, window)
+    model = spec.models.get(key)
+    if model is None:
+        for old in [k for k in spec.models if k[0] == series.name and k[3] == window and k[2] != fit_day]:  # the backtest moves forward
+            del spec.models[old]
+        model = spec.models[key] = day_ahead.calibrate(history, exog, weekdays, fit_day, window)
+    return model
 
 
 def file_forecasts(config_path: Path) -> dict[str, LoadedSeries]:
