@@ -31,6 +31,7 @@ def simulate_cmd(
     calibration_days: list[int] = typer.Option([728], help="lear: rolling calibration window, days (repeat the option for an averaged ensemble)"),
     recalibrate_every: int = typer.Option(1, help="lear: refit every N days"),
     shrink: float = typer.Option(1.0, help="pull forecast energy prices towards their horizon mean by this factor (1: off; e.g. 0.8)"),
+    margin: float = typer.Option(0.0, help="required forecast spread: added to every unit's degradation cost in the plan only, per MWh"),
     every: str = typer.Option("24h", help="re-optimization period (24h: daily, each plan from data before its bids' gate closure; the interval length: MPC)"),
     horizon: str | None = typer.Option(None, help="planning horizon at least this long (default: the config's horizon_h)"),
     substeps: int = typer.Option(4, min=1, help="dispatcher ticks per interval"),
@@ -76,6 +77,7 @@ def simulate_cmd(
         calibration_days=tuple(calibration_days),
         recalibrate_every_days=recalibrate_every,
         shrink=shrink,
+        margin_per_mwh=margin,
     )
     solver = backtest_solver(cfg)
     if decomposition is not None:

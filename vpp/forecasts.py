@@ -19,6 +19,10 @@ or before ``decided_at``:
   must itself be a forecast: its value for day D counts as published 12 h before D starts, and a
   day not yet published repeats the last published one.
 
+``margin_per_mwh`` > 0 is a required forecast spread: the plan sees every unit's degradation cost
+raised by it, so it cycles only where the forecast spread beats the real cost by the margin
+(settlement still charges the real cost).
+
 ``shrink`` < 1 pulls a forecast energy price towards its mean over the planning horizon
 (p' = mean + shrink x (p - mean)), so a plan only cycles on spreads that survive the forecast's
 error: a forecast spread that is noise shrinks below the degradation cost and efficiency losses.
@@ -64,6 +68,7 @@ class ForecastSpec:
     calibration_days: int | tuple[int, ...] = 728  # 'lear': rolling calibration window(s); several: their forecasts averaged
     recalibrate_every_days: int = 1  # 'lear': refit every N days (between refits, the newest lags feed the last fit)
     shrink: float = 1.0  # energy price forecasts pulled towards their horizon mean (1: unchanged)
+    margin_per_mwh: float = 0.0  # added to every unit's degradation cost in the plan only (settlement keeps the real one)
     models: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)  # 'lear': fitted models, reused
 
     def __post_init__(self) -> None:
@@ -79,6 +84,8 @@ class ForecastSpec:
             raise InputError("--recalibrate-every", "recalibrate_every_days", self.recalibrate_every_days, "at least 1 day")
         if not 0.0 <= self.shrink <= 1.0:
             raise InputError("--shrink", "shrink", self.shrink, "a factor between 0 and 1")
+        if not 0.0 <= self.margin_per_mwh < 1e4:
+            raise InputError("--margin", "margin_per_mwh", self.margin_per_mwh, "a non-negative price per MWh")
 
 
 def forecast_series(series: LoadedSeries, start: pd.Timestamp, end: pd.Timestamp, decided_at: pd.Timestamp, spec: ForecastSpec) -> LoadedSeries:
@@ -131,7 +138,10 @@ def forecast_view(fleet: Fleet, market: Market, start: pd.Timestamp, end: pd.Tim
         price = shrunk(price, start, end, spec.shrink)
     market = dataclasses.replace(market, energy_price_per_mwh=price, products=products)
     sites = tuple(dataclasses.replace(s, load_kw=fc(s.load_kw), pv_kw=fc(s.pv_kw)) for s in fleet.sites)
-    return dataclasses.replace(fleet, sites=sites), market
+    units = fleet.units
+    if spec.margin_per_mwh > 0:
+        units = tuple(dataclasses.replace(u, degradation_cost_per_mwh=u.degradation_cost_per_mwh + spec.margin_per_mwh) for u in units)
+    return dataclasses.replace(fleet, sites=sites, units=units), market
 
 
 def shrunk(series: LoadedSeries, start: pd.Timestamp, end: pd.Timestamp, factor: float) -> LoadedSeries:
