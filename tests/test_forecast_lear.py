@@ -43,7 +43,7 @@ PRICE, WIND = synthetic()
 
 
 def lear(price: LoadedSeries, wind: LoadedSeries | None, start: pd.Timestamp, hours: int, decided_at: pd.Timestamp, **kw) -> pd.Series:
-    spec = ForecastSpec("lear", exogenous={"m.p": (wind,)} if wind is not None else None, calibration_days=56, **kw)
+    spec = ForecastSpec("lear", exogenous={"m.p": (wind,)} if wind is not None else None, **{"calibration_days": 56, **kw})
     return forecast_series(price, start, start + pd.Timedelta(hours=hours), decided_at, spec).values
 
 
@@ -144,3 +144,23 @@ def test_vpp_simulate_forecast_lear_runs_and_reports_its_capture(tmp_path):
     # over three days a receding-horizon plan can beat the perfect-foresight one (end-of-period SoC), so no upper bound
     assert summary["capture_ratio"] > 0.5 and summary["net_revenue"] > 0
     assert summary["solver"]["statuses"] == {"optimal": 3}
+
+
+def test_the_margin_raises_degradation_cost_in_the_plan_only(tmp_path):
+    from tests.simulate_rig import tiny_config
+    from vpp.forecasts import forecast_view
+
+    cfg = tiny_config(tmp_path, products=False)
+    start = cfg.market.energy_price_per_mwh.values.index[0] + 2 * DAY
+    fleet, _ = forecast_view(cfg.fleet, cfg.market, start, start + DAY, start, ForecastSpec("persistence", margin_per_mwh=3.0))
+    assert [u.degradation_cost_per_mwh for u in fleet.units] == [u.degradation_cost_per_mwh + 3.0 for u in cfg.fleet.units]
+    assert all(u.degradation_cost_per_mwh == 5 for u in cfg.fleet.units)  # the config (and so settlement) keeps the real cost
+    perfect, _ = forecast_view(cfg.fleet, cfg.market, start, start + DAY, start, ForecastSpec("perfect", margin_per_mwh=3.0))
+    assert perfect is cfg.fleet  # the bound is never handicapped
+
+
+def test_several_calibration_windows_average_their_forecasts():
+    decided_at = T0 + 63 * DAY
+    one = {w: lear(PRICE, WIND, decided_at, 24, decided_at, calibration_days=w) for w in (28, 56)}
+    both = forecast_series(PRICE, decided_at, decided_at + DAY, decided_at, ForecastSpec("lear", exogenous={"m.p": (WIND,)}, calibration_days=(28, 56))).values
+    np.testing.assert_allclose(both.to_numpy(), (one[28].to_numpy() + one[56].to_numpy()) / 2)
