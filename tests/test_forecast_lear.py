@@ -164,3 +164,22 @@ def test_several_calibration_windows_average_their_forecasts():
     one = {w: lear(PRICE, WIND, decided_at, 24, decided_at, calibration_days=w) for w in (28, 56)}
     both = forecast_series(PRICE, decided_at, decided_at + DAY, decided_at, ForecastSpec("lear", exogenous={"m.p": (WIND,)}, calibration_days=(28, 56))).values
     np.testing.assert_allclose(both.to_numpy(), (one[28].to_numpy() + one[56].to_numpy()) / 2)
+
+
+def test_site_load_is_forecast_by_the_same_interface_with_its_own_exogenous_input():
+    from tests.builders import market, unit, wholesale_site
+    from vpp.fleet import Fleet
+    from vpp.forecasts import forecast_view
+
+    # a site load driven by a temperature forecast the same way the synthetic price is driven by wind
+    load = LoadedSeries("m.load", "power", pd.Series(1000 + 20 * PRICE.values.to_numpy(), index=HOURS))
+    temp = LoadedSeries("m.load_exog_temp", "power", WIND.values)
+    fleet = Fleet((wholesale_site("s1", load_kw=load),), (unit("u1", "s1"),))
+    mkt = market(np.full(len(HOURS), 50.0), HOURS)
+    decided_at = T0 + 63 * DAY
+    spec = ForecastSpec("lear", exogenous={"m.load": (temp,)}, calibration_days=56)
+    got, _ = forecast_view(fleet, mkt, decided_at, decided_at + DAY, decided_at, spec)
+    fc = on_index(got.sites[0].load_kw, HOURS[63 * 24 : 64 * 24], "test")
+    actual = load.values.to_numpy()[63 * 24 : 64 * 24]
+    yesterday = load.values.to_numpy()[62 * 24 : 63 * 24]
+    assert np.abs(fc - actual).mean() < 0.3 * np.abs(yesterday - actual).mean()
