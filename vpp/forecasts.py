@@ -178,7 +178,7 @@ def _lear_series(series: LoadedSeries, start: pd.Timestamp, end: pd.Timestamp, d
     day0 = midnight.tz_convert("UTC")
     history = s.to_numpy(float)[offset : offset + n_days * per_day].reshape(n_days, per_day)
     exog = []
-    for e in (spec.exogenous or {}).get(series.name, ()):
+    for e in (spec.exogenous or {}).get(series.name.partition("*")[0], ()):  # a scaled series ("src.pv*2.5") keeps its inputs
         if not e.values.index.equals(s.index):
             raise InputError(e.name, "time grid", f"{e.values.index[0]} .. {e.values.index[-1]}", f"the grid of {series.name} (exogenous input of forecast 'lear')")
         exog.append(e.values.to_numpy(float)[offset : offset + n_days * per_day].reshape(n_days, per_day))
