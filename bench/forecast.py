@@ -1,15 +1,16 @@
 """Day-ahead price forecast accuracy on the epftoolbox EPEX-DE benchmark (test period 2016-01-04..2017-12-31).
 
-    python bench/forecast.py [--windows 364 728 1092 1456] [--every 7] [--days N] [--lgbm DAYS] [--json]
+    python bench/forecast.py [--windows 56 84 364 728 1092 1456] [--every 7] [--days N] [--json]
 
 Scores, on the same data set and the same 728 test days as Lago et al. (2021), the forecasters
 of ``vpp.day_ahead`` (LEAR, one per calibration window, and their average as epftoolbox does),
-the naive benchmark of the paper (D-7 for Mondays, Saturdays and Sundays, D-1 otherwise), the
-persistence forecaster of ``vpp.forecasts`` (D-1), and, with ``--lgbm``, a LightGBM alternative
-on the same inputs. Each test day is forecast from data up to its previous day only.
+the naive benchmark of the paper (D-7 for Mondays, Saturdays and Sundays, D-1 otherwise) and the
+persistence forecaster of ``vpp.forecasts`` (D-1). Each test day is forecast from data up to its
+previous day only. (A LightGBM alternative on the same inputs was scored and not kept: docs/architecture.md, decision 16.)
 
 ``--every N`` recalibrates every N days (the models are refit on the rolling window; between
-refits the last model forecasts with the newest lags). epftoolbox recalibrates daily (``--every 1``).
+refits the last model forecasts with the newest lags). epftoolbox recalibrates daily (``--every 1``); weekly is the default here and in
+``vpp simulate --forecast lear``: it costs a seventh of the fits and measured the same (decision 16).
 
 MAE is in EUR/MWh; sMAPE = mean(|p - f| / ((|p| + |f|) / 2)), as epftoolbox.evaluation.sMAPE.
 The reference rows are epftoolbox's own published forecasts for DE
@@ -30,6 +31,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from vpp.day_ahead import WINDOWS  # noqa: E402
 
 DATA = ROOT / "config" / "data" / "epex_de_2012_2017_hourly_da_epftoolbox.csv"
 TEST_FIRST, TEST_LAST = pd.Timestamp("2016-01-04"), pd.Timestamp("2017-12-31")
@@ -74,36 +77,12 @@ def lear_forecasts(price, exog, weekdays, first: int, last: int, window: int, ev
     return out
 
 
-def lgbm_forecasts(price, exog, weekdays, first: int, last: int, window: int, every: int) -> np.ndarray:
-    """LightGBM on the LEAR inputs, one model for all hours (the hour is an input)."""
-    import lightgbm as lgb
-
-    from vpp.day_ahead import design
-
-    steps = price.shape[1]
-    out = np.zeros((last - first + 1, steps))
-    model = None
-
-    def rows(days):
-        x = design(price, exog, weekdays, days)
-        return np.hstack([np.repeat(x, steps, axis=0), np.tile(np.arange(steps), len(days))[:, None]])
-
-    for k, day in enumerate(range(first, last + 1)):
-        if k % every == 0:
-            train = np.arange(max(7, day - window), day)
-            model = lgb.LGBMRegressor(n_estimators=400, learning_rate=0.05, num_leaves=31, min_child_samples=20, subsample=0.8, subsample_freq=1, colsample_bytree=0.5, verbose=-1, n_jobs=1)
-            model.fit(rows(train), price[train].reshape(-1))
-        out[k] = model.predict(rows(np.array([day])))
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--windows", type=int, nargs="*", default=[364, 728, 1092, 1456], help="LEAR calibration windows (none: skip LEAR)")
+    ap.add_argument("--windows", type=int, nargs="+", default=list(WINDOWS), help="LEAR calibration windows")
     ap.add_argument("--every", type=int, default=7, help="recalibrate every N days (epftoolbox: 1)")
     ap.add_argument("--days", type=int, default=None, help="only the first N test days")
-    ap.add_argument("--lgbm", type=int, default=None, metavar="DAYS", help="also score the LightGBM alternative on this calibration window")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -129,10 +108,6 @@ def main() -> None:
         lear.append(fc)
     if len(lear) > 1:
         score(f"LEAR ensemble ({'/'.join(map(str, args.windows))})", np.mean(lear, axis=0))
-    if args.lgbm:
-        t0 = time.perf_counter()
-        score(f"LightGBM {args.lgbm} days", lgbm_forecasts(price, exog, weekdays, first, last, args.lgbm, args.every), time.perf_counter() - t0)
-
     result = dict(
         data=str(args.data.relative_to(ROOT) if args.data.is_relative_to(ROOT) else args.data),
         test=[str(dates[first].date()), str(dates[last].date())],

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from vpp.cli_output import console, progress
 from vpp.errors import InputError
+from vpp.day_ahead import WINDOWS
 
 
 def simulate_cmd(
@@ -28,8 +29,8 @@ def simulate_cmd(
     end: str | None = typer.Option(None, "--to", help="end of the period, exclusive"),
     forecast: str = typer.Option("persistence", help="perfect | persistence | last_week | rolling_mean | file | lear"),
     rolling_days: int = typer.Option(7, help="days averaged by the rolling_mean forecast"),
-    calibration_days: list[int] = typer.Option([728], help="lear: rolling calibration window, days (repeat the option for an averaged ensemble)"),
-    recalibrate_every: int = typer.Option(1, help="lear: refit every N days"),
+    calibration_days: list[int] = typer.Option(list(WINDOWS), help="lear: rolling calibration window, days; repeated: the windows' forecasts averaged"),
+    recalibrate_every: int = typer.Option(7, help="lear: refit every N days"),
     shrink: float = typer.Option(1.0, help="pull forecast energy prices towards their horizon mean by this factor (1: off; e.g. 0.8)"),
     margin: float = typer.Option(0.0, help="required forecast spread: added to every unit's degradation cost in the plan only, per MWh"),
     every: str = typer.Option("24h", help="re-optimization period (24h: daily, each plan from data before its bids' gate closure; the interval length: MPC)"),

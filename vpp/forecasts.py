@@ -65,8 +65,8 @@ class ForecastSpec:
     file_series: dict[str, LoadedSeries] | None = None  # method 'file': actual series name -> its forecast column
     exogenous: dict[str, tuple[LoadedSeries, ...]] | None = None  # method 'lear': series name -> its exogenous forecasts
     timezone: str = "UTC"  # 'lear': where days start (midnight) and which weekday they are
-    calibration_days: int | tuple[int, ...] = 728  # 'lear': rolling calibration window(s); several: their forecasts averaged
-    recalibrate_every_days: int = 1  # 'lear': refit every N days (between refits, the newest lags feed the last fit)
+    calibration_days: int | tuple[int, ...] = day_ahead.WINDOWS  # 'lear': rolling calibration window(s); several: their forecasts averaged
+    recalibrate_every_days: int = 7  # 'lear': refit every N days (between refits, the newest lags feed the last fit)
     shrink: float = 1.0  # energy price forecasts pulled towards their horizon mean (1: unchanged)
     margin_per_mwh: float = 0.0  # added to every unit's degradation cost in the plan only (settlement keeps the real one)
     models: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)  # 'lear': fitted models, reused
