@@ -137,7 +137,7 @@ def test_lear_on_epex_de_beats_persistence_by_a_wide_margin_on_two_weeks_of_2016
 
 
 def test_vpp_simulate_forecast_lear_runs_and_reports_its_capture(tmp_path):
-    r = vpp("simulate", "-c", str(EPEX), "--from", "2017-03-01", "--to", "2017-03-04", "--forecast", "lear", "--recalibrate-every", "7", "--shrink", "0.9", "--out", str(tmp_path / "sim"), "--json")
+    r = vpp("simulate", "-c", str(EPEX), "--from", "2017-03-01", "--to", "2017-03-04", "--forecast", "lear", "--calibration-days", "364", "--shrink", "0.9", "--out", str(tmp_path / "sim"), "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads(r.stdout)
     assert summary["forecast"] == "lear"
