@@ -53,21 +53,8 @@ class DayAheadModel:
         return np.sinh(z @ self.coef.T + self.intercept) * self.y_scale + self.y_center
 
 
-def n_features(steps_per_day: int, n_exog: int) -> int:
-    return steps_per_day * (len(PRICE_LAGS) + len(EXOG_LAGS) * n_exog) + 7
-
-
-def design_row(history: np.ndarray, exog: list[np.ndarray], weekday: int, day: int) -> np.ndarray:
-    """The input row of ``day`` from daily arrays (days, S): the series and each exogenous forecast."""
-    parts = [history[day - lag] for lag in PRICE_LAGS]
-    for e in exog:
-        parts.extend(e[day - lag] for lag in EXOG_LAGS)
-    parts.append(np.eye(7)[weekday])
-    return np.concatenate(parts)
-
-
 def design(history: np.ndarray, exog: list[np.ndarray], weekdays: np.ndarray, days: np.ndarray) -> np.ndarray:
-    """Input rows (len(days), F) for several days at once (vectorised ``design_row``)."""
+    """Input rows (len(days), F) of ``days`` from daily arrays (days, S): the series and each exogenous forecast."""
     parts = [history[days - lag] for lag in PRICE_LAGS]
     for e in exog:
         parts.extend(e[days - lag] for lag in EXOG_LAGS)
@@ -139,7 +126,7 @@ def forecast_days(
     ex = [np.vstack([e[:exog_days], np.repeat(e[exog_days - 1 : exog_days], len(known) - exog_days, axis=0)]) if exog_days < len(known) else e[: len(known)] for e in exog]
     for i in range(n):
         d = observed_days + i
-        known[d] = model.predict(design_row(known, ex, int(weekdays[d]), d)[None, :])[0]
+        known[d] = model.predict(design(known, ex, weekdays, np.array([d])))[0]
     return known[observed_days:]
 
 
