@@ -20,14 +20,19 @@ from rich.table import Table
 
 from vpp.cli_output import console, progress
 from vpp.errors import InputError
+from vpp.day_ahead import WINDOWS
 
 
 def simulate_cmd(
     config: Path | None = typer.Option(None, "--config", "-c", help="the config YAML"),
     start: str | None = typer.Option(None, "--from", help="first day (config timezone unless an offset is given)"),
     end: str | None = typer.Option(None, "--to", help="end of the period, exclusive"),
-    forecast: str = typer.Option("persistence", help="perfect | persistence | last_week | rolling_mean | file"),
+    forecast: str = typer.Option("persistence", help="perfect | persistence | last_week | rolling_mean | file | lear"),
     rolling_days: int = typer.Option(7, help="days averaged by the rolling_mean forecast"),
+    calibration_days: list[int] = typer.Option(list(WINDOWS), help="lear: rolling calibration window, days; repeated: the windows' forecasts averaged"),
+    recalibrate_every: int = typer.Option(7, help="lear: refit every N days"),
+    shrink: float = typer.Option(1.0, help="pull forecast energy prices towards their horizon mean by this factor (1: off; e.g. 0.8)"),
+    margin: float = typer.Option(0.0, help="required forecast spread: added to every unit's degradation cost in the plan only, per MWh"),
     every: str = typer.Option("24h", help="re-optimization period (24h: daily, each plan from data before its bids' gate closure; the interval length: MPC)"),
     horizon: str | None = typer.Option(None, help="planning horizon at least this long (default: the config's horizon_h)"),
     substeps: int = typer.Option(4, min=1, help="dispatcher ticks per interval"),
@@ -59,13 +64,23 @@ def simulate_cmd(
         return
     from simulators.backtest import SimulationSettings, backtest_solver
     from vpp.config import load_config, parse_duration, parse_time
-    from vpp.forecasts import ForecastSpec, file_forecasts
+    from vpp.forecasts import ForecastSpec, file_exogenous, file_forecasts
 
     if config is None or start is None or end is None:
         raise InputError("vpp simulate", "--config/--from/--to", None, "a config and a period (or --sweep FILE)")
     cfg = load_config(config)
     begin, finish = parse_time(start, cfg.timezone, "--from"), parse_time(end, cfg.timezone, "--to")
-    spec = ForecastSpec(forecast, rolling_days, file_forecasts(cfg.path) if forecast == "file" else None)
+    spec = ForecastSpec(
+        forecast,
+        rolling_days,
+        file_forecasts(cfg.path) if forecast == "file" else None,
+        exogenous=file_exogenous(cfg.path) if forecast == "lear" else None,
+        timezone=cfg.timezone,
+        calibration_days=tuple(calibration_days),
+        recalibrate_every_days=recalibrate_every,
+        shrink=shrink,
+        margin_per_mwh=margin,
+    )
     solver = backtest_solver(cfg)
     if decomposition is not None:
         if decomposition not in ("auto", "on", "off"):
