@@ -35,7 +35,7 @@ def try_it() -> list[str]:
 
 def test_the_try_it_block_is_what_this_test_runs():
     commands = try_it()
-    assert len(commands) == 15
+    assert len(commands) == 16
     assert [c.split()[1] for c in commands if c.startswith("vpp ")][:3] == ["validate", "optimize", "optimize"]
     assert commands[-1].startswith("vpp ledger report")
 
