@@ -361,6 +361,7 @@ class Session:
         # the least time a stage gets even past the limit: a second where the stage's point would be
         # the only plan; next to nothing once the caller holds a plan to fall back on (``model``)
         self.floor_s = 1.0
+        self.improving: list[tuple[float, np.ndarray]] = []  # (objective, x) of every incumbent of the last branch, in order found
 
     @property
     def has_integers(self) -> bool:
@@ -466,7 +467,10 @@ class Session:
             start.col_value = seed.x
             start.value_valid = True
             h.setSolution(start)
+        h.setOptionValue("mip_improving_solution_save", True)  # every incumbent, not only the last (``improving``)
         sol = _run(h, mip=True)
+        self.improving = [(float(s.objective), np.asarray(s.col_value)) for s in h.getSavedMipSolutions()]
+        h.setOptionValue("mip_improving_solution_save", False)
         if sol.status == "error":
             # HiGHS' own advice when its answer leaves a semi-integer column slightly out of its domain
             h.setOptionValue("mip_feasibility_tolerance", 1e-9)
