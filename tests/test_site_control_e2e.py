@@ -140,8 +140,12 @@ async def test_the_demand_cap_holds_a_spike_the_batteries_can_cover_and_reports_
     before = len(windows(rig, "dm-b"))
     meter.load_kw = 1200.0  # 800 kW over: the batteries cannot cover it
     await until(lambda: len(windows(rig, "dm-b")) >= before + 2, 3 * window_wall_s + 3, step_s=0.1)
-    breached = windows(rig, "dm-b")[before + 1]  # the first whole window under the spike
-    assert breached["breach"] and breached["average_kw"] >= 1200.0 - 500.0 - 5.0, breached
+    # the first window that reports the breach: the one the spike began in may already hold most of it (a
+    # loaded machine lets it run long), and its peak then becomes the month's target for the next one
+    under = windows(rig, "dm-b")[before:]
+    breached = [w for w in under if w["breach"]]
+    assert breached and all(w["average_kw"] > w["target_kw"] for w in breached), under  # reported, honestly
+    assert max(w["average_kw"] for w in under) >= 1200.0 - 500.0 - 5.0, under  # a whole window: load less all the batteries
     status = rig.daemon.site_loop.status(rig.daemon.clock.wall().to_pydatetime())["dm-b"]
     assert status["demand"]["breaches"] >= 1 and status["demand"]["month_peak_kw"] >= 690.0
     meter.load_kw = 300.0
