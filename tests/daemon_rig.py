@@ -46,22 +46,7 @@ def write_config(directory: Path, broker_port: int, *, daemon: dict[str, Any] | 
     settings.update(daemon or {})
     (directory / "overrides.yaml").write_text("overrides: []\n")
     config = {
-        "name": "daemon-e2e",
-        "currency": "USD",
-        "timezone": "Etc/GMT+8",
-        "interval_min": 5,
-        "horizon_h": 2,
-        "data": {
-            "caiso": {
-                "file": str(ROOT / "config/data/caiso_2020_hourly_energy_as.csv"),
-                "time_column": "timestamp_start",
-                "timezone": "Etc/GMT+8",
-                "columns": {"da_lmp": {"column": "da_lmp_usd_per_mwh", "unit": "per_mwh"}},
-            }
-        },
-        "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": f"gw-{free_port()}", "keepalive_s": 5, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5},
-        "overrides": "overrides.yaml",
-        "daemon": settings,
+        **gateway_config("daemon-e2e", broker_port, settings),
         "sites": [
             {
                 "id": "depot",
@@ -76,7 +61,6 @@ def write_config(directory: Path, broker_port: int, *, daemon: dict[str, Any] | 
                 ],
             }
         ],
-        "market": {"energy_price": "caiso.da_lmp"},
     }
     path = directory / "site.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -97,3 +81,27 @@ async def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, st
 def hang(*args: Any, **kwargs: Any) -> None:
     """A solve that never returns (runs in the daemon's solver worker)."""
     time.sleep(3600)
+
+
+def gateway_config(name: str, broker_port: int, settings: dict) -> dict:
+    """What every test gateway's config shares: CAISO prices on a 5-minute grid, the broker, the overrides
+    file next to it and the daemon block (``sites`` is the caller's)."""
+    return {
+        "name": name,
+        "currency": "USD",
+        "timezone": "Etc/GMT+8",
+        "interval_min": 5,
+        "horizon_h": 2,
+        "data": {
+            "caiso": {
+                "file": str(ROOT / "config/data/caiso_2020_hourly_energy_as.csv"),
+                "time_column": "timestamp_start",
+                "timezone": "Etc/GMT+8",
+                "columns": {"da_lmp": {"column": "da_lmp_usd_per_mwh", "unit": "per_mwh"}},
+            }
+        },
+        "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": f"gw-{free_port()}", "keepalive_s": 5, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5},
+        "overrides": "overrides.yaml",
+        "daemon": settings,
+        "market": {"energy_price": "caiso.da_lmp"},
+    }

@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from tests.conftest import free_port
-from tests.daemon_rig import ROOT, SIM_START, TOKEN
+from tests.daemon_rig import ROOT, SIM_START, TOKEN, gateway_config
 
 SPEED = 100.0
 METER_KINDS = ("sunspec", "modbus_map", "mqtt")
@@ -81,26 +81,7 @@ def write_meter_config(
         if "plan_kw" in s
     ]
     (directory / "overrides.yaml").write_text(yaml.safe_dump({"overrides": overrides}, sort_keys=False))
-    config = {
-        "name": "meters-e2e",
-        "currency": "USD",
-        "timezone": "Etc/GMT+8",
-        "interval_min": 5,
-        "horizon_h": 2,
-        "data": {
-            "caiso": {
-                "file": str(ROOT / "config/data/caiso_2020_hourly_energy_as.csv"),
-                "time_column": "timestamp_start",
-                "timezone": "Etc/GMT+8",
-                "columns": {"da_lmp": {"column": "da_lmp_usd_per_mwh", "unit": "per_mwh"}},
-            }
-        },
-        "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": f"gw-{free_port()}", "keepalive_s": 5, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5},
-        "overrides": "overrides.yaml",
-        "daemon": settings,
-        "sites": site_blocks,
-        "market": {"energy_price": "caiso.da_lmp"},
-    }
+    config = {**gateway_config("meters-e2e", broker_port, settings), "sites": site_blocks}
     path = directory / "meters.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
