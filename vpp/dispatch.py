@@ -333,7 +333,8 @@ def _site_limits(fleet, power, lo, hi, forced, base, margin, reasons):
     # a window narrower than its two margins (neither import nor export allowed: a single point) cannot keep
     # both: its middle, so that the margin on one side never pushes the site over the other limit
     narrow = export_kw < -import_kw
-    middle = (fleet.export_limit_kw - fleet.import_limit_kw) / 2.0
+    with np.errstate(invalid="ignore"):  # inf − inf where a site has neither limit: not narrow, unused
+        middle = (fleet.export_limit_kw - fleet.import_limit_kw) / 2.0
     export_kw, import_kw = np.where(narrow, middle, export_kw), np.where(narrow, -middle, import_kw)
     over = np.maximum(net - export_kw, 0.0)
     under = np.maximum(-import_kw - net, 0.0)
