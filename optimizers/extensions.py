@@ -143,7 +143,6 @@ def add_rows(b, rows: list[Row]) -> None:
     p, lm = b.p, b.lm
     iu = {u: i for i, u in enumerate(p.unit_ids)}
     js = {s: j for j, s in enumerate(p.site_ids)}
-    ks = {prod.id: k for k, prod in enumerate(p.products)}
     own: dict[tuple, int] = {}  # the extensions' own variables: one column each, made on first use
     for row in rows:
         cols, coefs = [], []
@@ -158,7 +157,6 @@ def add_rows(b, rows: list[Row]) -> None:
             elif name in RESERVE_VARS:
                 pid = p.products[key[0]].id
                 cols.append(int(b.reserve[pid][RESERVE_VARS[name]][iu[key[1]], key[2]]))
-                assert ks[pid] == key[0]
             elif name in SITE_VARS:
                 cols.append(int(getattr(b, SITE_VARS[name])[js[key[0]], key[1]]))
             elif name == "dr_commit_kw" and key[0] in b.commitments:
