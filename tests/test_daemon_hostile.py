@@ -207,8 +207,12 @@ async def test_kill_9_leaves_no_process_the_clock_never_rewinds_stalls_count_and
             assert now - recorded <= (pd.Timestamp.now(tz="UTC") - killed_at + pd.Timedelta(seconds=3)) * SPEED
             await wait_for(lambda: "schedule id=" in log.read_text().split("daemon started")[-1], 20, "the restarted daemon's first schedule")
 
-            # a stall: the whole process frozen for 2 s (as a blocked event loop is), then thawed
-            before = (await client.get("/metrics")).text
+            # a stall: the whole process frozen for 2 s (as a blocked event loop is), then thawed, once the
+            # restarted daemon is ticking (a stall before its first tick has no gap to measure)
+            deadline = time.monotonic() + 20
+            while _metric(before := (await client.get("/metrics")).text, "vpp_ticks_total") < 3:
+                assert time.monotonic() < deadline, "the restarted daemon does not tick"
+                await asyncio.sleep(0.1)
             stalled = [time.time()]
             os.kill(process.pid, signal.SIGSTOP)
             await asyncio.sleep(2.0)

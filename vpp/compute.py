@@ -11,6 +11,8 @@ task, so callers derive seeds from their inputs.
 
 from __future__ import annotations
 
+import logging
+
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -50,6 +52,8 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     # worker took 12.1 s against 9.4 s in a plain process pool; with 128 MiB, 10.3 s (measured,
     # docs/architecture.md).
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 128 * 1024 * 1024}):
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        # silence_logs: a task's failure reaches the caller as its exception; what the workers would log
+        # besides is shutdown noise (a comm closed while the cluster stops, printed as a traceback)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.CRITICAL)
     with cluster, Client(cluster) as client:
         yield client
