@@ -55,5 +55,10 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         # silence_logs: a task's failure reaches the caller as its exception; what the workers would log
         # besides is shutdown noise (a comm closed while the cluster stops, printed as a traceback)
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.CRITICAL)
-    with cluster, Client(cluster) as client:
-        yield client
+    quiet = logging.getLogger("distributed")
+    level, quiet.level = quiet.level, logging.CRITICAL  # the scheduler in this process logs the same noise
+    try:
+        with cluster, Client(cluster) as client:
+            yield client
+    finally:
+        quiet.setLevel(level)
