@@ -126,6 +126,7 @@ class ControlLoop:
         self.out: frozenset[str] | None = None
         self.ticked = asyncio.Event()  # set after every tick (tests and the bench wait on it)
         n = len(dfleet.unit_ids)
+        self._position = {uid: i for i, uid in enumerate(dfleet.unit_ids)}
         self._bucket = TelemetryBucket.empty(None, n)
         self._energy = EnergyBuckets(dfleet.unit_ids, downsample, pd.Timedelta(seconds=self.step_s * clock.speed))
         self._interval: pd.Timestamp | None = None
@@ -152,10 +153,9 @@ class ControlLoop:
             self.site_loop.plan, self.site_loop.schedule = result, schedule
             result = self.site_loop.apply(result, wall, now, self.written_at, self._last_kw)
         setpoints = [replace(sp, issued_at=wall.to_pydatetime()) for sp in result.setpoints(self.valid_s)]
-        first = dict(zip(self.dfleet.unit_ids, write_first(self.dfleet, result.power_kw, self._last_kw, self.site_base(now))))
+        first = write_first(self.dfleet, result.power_kw, self._last_kw, self.site_base(now))
         decided = time.perf_counter()
-        errors = await self._write([sp for sp in setpoints if first[sp.unit_id]], wall)  # toward the limits' safe side first
-        errors |= await self._write([sp for sp in setpoints if not first[sp.unit_id]], wall)
+        errors = await self._write_waves(setpoints, first, wall)
         duration = time.perf_counter() - started
 
         self._record(result, schedule_id, wall, now, errors)
@@ -182,11 +182,8 @@ class ControlLoop:
         changed = ~np.isnan(result.power_kw) & ~(np.abs(result.power_kw - self._last_kw) <= DEADBAND_KW)
         if not changed.any():
             return 0
-        setpoints = {sp.unit_id: replace(sp, issued_at=wall.to_pydatetime()) for sp in result.setpoints(self.valid_s)}
-        first = write_first(self.dfleet, result.power_kw, self._last_kw, site_base_kw)
-        errors: dict[str, str] = {}
-        for wave in (first, ~first):
-            errors |= await self._write([setpoints[self.dfleet.unit_ids[i]] for i in np.flatnonzero(changed & wave)], wall)
+        setpoints = [replace(sp, issued_at=wall.to_pydatetime()) for sp in result.setpoints(self.valid_s) if changed[self._position[sp.unit_id]]]
+        errors = await self._write_waves(setpoints, write_first(self.dfleet, result.power_kw, self._last_kw, site_base_kw), wall)
         ok = changed & np.array([uid not in errors for uid in self.dfleet.unit_ids])
         self._last_kw = np.where(ok, result.power_kw, self._last_kw)
         self._record(result, self.schedule.id, wall, now, errors)
@@ -216,6 +213,23 @@ class ControlLoop:
             return snapshot
         delta = offset.to_pytimedelta()
         return {uid: (replace(t, timestamp=t.timestamp + delta) if t is not None else None) for uid, t in snapshot.items()}
+
+    async def _write_waves(self, setpoints: list[Setpoint], first: np.ndarray, wall: pd.Timestamp) -> dict[str, str]:
+        """Each site in two waves, the units that move toward its limits' safe side (``first``) acknowledged
+        before the others are written; the sites themselves in parallel, so one slow gateway's first wave
+        holds back only its own sites' second wave."""
+        waves: dict[int, tuple[list[Setpoint], list[Setpoint]]] = {}
+        for sp in setpoints:
+            i = self._position[sp.unit_id]
+            waves.setdefault(int(self.dfleet.unit_site[i]), ([], []))[0 if first[i] else 1].append(sp)
+
+        async def site(safe_side: list[Setpoint], rest: list[Setpoint]) -> dict[str, str]:
+            return await self._write(safe_side, wall) | await self._write(rest, wall)
+
+        errors: dict[str, str] = {}
+        for site_errors in await asyncio.gather(*(site(*w) for w in waves.values())):
+            errors |= site_errors
+        return errors
 
     async def _write(self, setpoints: list[Setpoint], wall: pd.Timestamp) -> dict[str, str]:
         results = await asyncio.gather(*(self.adapters[sp.unit_id].write(sp) for sp in setpoints), return_exceptions=True)
