@@ -72,6 +72,7 @@ class SiteMeter:
     month_peak_kw: float = 0.0
     breaches: int = 0
     bucket: MeterBucket = field(default_factory=MeterBucket)
+    closed_before: pd.Timestamp | None = None  # buckets before this are stored: a late reading is not added to them
 
 
 class SiteLoopMetrics:
@@ -152,9 +153,12 @@ class SiteLoop:
 
     def _bucket(self, sm: SiteMeter, market: pd.Timestamp, reading: MeterReading) -> None:
         start = market.floor(self.downsample)
+        if sm.closed_before is not None and start < sm.closed_before:
+            return  # its bucket is stored (and perhaps settled): a bill must not change after the fact
         b = sm.bucket
         if b.start is not None and b.start != start:
             self._flush(sm)
+            sm.closed_before = start
             b = sm.bucket
         b.start = start
         b.power_sum += reading.power_kw or 0.0
@@ -172,6 +176,15 @@ class SiteLoop:
     def flush(self) -> None:
         for sm in self.sites.values():
             self._flush(sm)
+
+    def flush_closed(self, now: pd.Timestamp) -> None:
+        """Store the meter buckets that ended by ``now`` (market time): the tick calls this when an interval
+        closes, before it is settled, so settlement never waits for the next meter reading."""
+        current = now.floor(self.downsample)
+        for sm in self.sites.values():
+            if sm.bucket.start is not None and sm.bucket.start < current:
+                self._flush(sm)
+            sm.closed_before = current if sm.closed_before is None else max(sm.closed_before, current)
 
     def _judge(self, sm: SiteMeter, verdict: MeterVerdict) -> None:
         """Raise or clear the site's meter alarm (one log line per change)."""
