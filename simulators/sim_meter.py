@@ -47,6 +47,7 @@ class SimulatedMeter:
     wire_fault: WireFault | None = None
     import_kwh: float = 0.0
     export_kwh: float = 0.0
+    counter_speed: float = 1.0  # seconds its counters count per second: a test's accelerated market clock (the daemon integrates battery energy in market time)
     reads: int = 0
     _last_t: float | None = field(default=None, repr=False)
     _last_true_kw: float = field(default=0.0, repr=False)
@@ -69,7 +70,7 @@ class SimulatedMeter:
     def advance(self, now: float) -> None:
         """Integrate the counters up to ``now`` (step-hold of the flow at the last call)."""
         if self._last_t is not None and now > self._last_t:
-            kwh = self._last_true_kw * (now - self._last_t) / 3600.0
+            kwh = self._last_true_kw * (now - self._last_t) * self.counter_speed / 3600.0
             if kwh > 0:
                 self.export_kwh += kwh
             else:

@@ -40,8 +40,10 @@ def write_meter_config(
     units_per_site: int = 2,
     unit_kw: float = 250.0,
     daemon: dict[str, Any] | None = None,
+    tariffs: dict[str, Any] | None = None,
 ) -> Path:
-    """``sites``: per site {id, meter: kind, load_kw, export_allowed, demand_target_kw?, meter options...};
+    """``sites``: per site {id, meter: kind, load_kw, export_allowed, demand_target_kw?, tariff?, meter options...};
+    a site with a ``tariff`` (one of ``tariffs``) is retail, the others wholesale;
     one Modbus gateway per site (its batteries on slaves 1.., its meter on slave 100)."""
     settings = {
         "tick_s": 2.0,
@@ -67,7 +69,7 @@ def write_meter_config(
         site_blocks.append(
             {
                 "id": s["id"],
-                "market": "wholesale",
+                **({"market": "retail", "tariff": s["tariff"]} if "tariff" in s else {"market": "wholesale"}),
                 "import_limit_kw": s.get("import_limit_kw", 2000),
                 "export_allowed": s.get("export_allowed", False),
                 "load_kw": s["load_kw"],
@@ -81,7 +83,7 @@ def write_meter_config(
         if "plan_kw" in s
     ]
     (directory / "overrides.yaml").write_text(yaml.safe_dump({"overrides": overrides}, sort_keys=False))
-    config = {**gateway_config("meters-e2e", broker_port, settings), "sites": site_blocks}
+    config = {**gateway_config("meters-e2e", broker_port, settings), **({"tariffs": tariffs} if tariffs else {}), "sites": site_blocks}
     path = directory / "meters.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

@@ -53,19 +53,35 @@ class IntervalEnergy:
     flag: str = ""  # why the counters were not used ("" when they were)
 
 
-def interval_energy(buckets: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, bucket: pd.Timedelta, poll_s: float, rating_kw: float) -> IntervalEnergy:
+def interval_energy(buckets: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, bucket: pd.Timedelta, sample_s: float, rating_kw: float) -> IntervalEnergy:
     """The site's import/export in [start, end) from ``buckets`` (bucket_start, power_kw_mean, import_kwh,
-    export_kwh, samples) covering at least [start − bucket, end); see the module's rules."""
+    export_kwh, samples) covering at least [start − bucket, end); ``sample_s``: the market seconds one reading
+    stands for (the meter's poll period × the clock's speed); see the module's rules. A counter the meter
+    does not have (never reported in these buckets: SunSpec reads an accumulator that is still 0 as not
+    implemented) is not a fault: that direction alone comes from the integrated power."""
     rows = _merged(buckets)
     starts = pd.date_range(start, end, freq=bucket, inclusive="left")
-    flag = _counter_flag(rows, start - bucket, starts, rating_kw * JUMP_TOLERANCE * (end - start).total_seconds() / 3600.0)
-    if not flag:
-        first, last = rows.loc[start - bucket], rows.loc[starts[-1]]
-        return IntervalEnergy(_wh(last.import_kwh - first.import_kwh), _wh(last.export_kwh - first.export_kwh), COUNTERS)
     inside = rows[(rows.index >= start) & (rows.index < end)]
-    seconds = np.minimum(inside["samples"].to_numpy(float) * poll_s, bucket.total_seconds())
+    seconds = np.minimum(inside["samples"].to_numpy(float) * sample_s, bucket.total_seconds())
     kwh = inside["power_kw_mean"].to_numpy(float) * seconds / 3600.0
-    return IntervalEnergy(_wh(np.maximum(-kwh, 0.0).sum()), _wh(np.maximum(kwh, 0.0).sum()), POWER, flag)
+    integrated = {"import_kwh": _wh(np.maximum(-kwh, 0.0).sum()), "export_kwh": _wh(np.maximum(kwh, 0.0).sum())}
+    need = [start - bucket, *starts]
+    missing = [t for t in need if t not in rows.index]
+    if missing:
+        return IntervalEnergy(integrated["import_kwh"], integrated["export_kwh"], POWER, f"meter gap: no reading in the bucket at {missing[0].isoformat()}")
+    sub = rows.loc[need]
+    most_kwh = rating_kw * JUMP_TOLERANCE * (end - start).total_seconds() / 3600.0
+    counted = {}
+    for name in ("import_kwh", "export_kwh"):
+        values = sub[name].to_numpy(float)
+        if np.isnan(values).all() and rows[name].isna().all():
+            counted[name] = integrated[name]  # the meter has no such counter
+            continue
+        flag = _counter_flag(name.removesuffix("_kwh"), values, most_kwh)
+        if flag:
+            return IntervalEnergy(integrated["import_kwh"], integrated["export_kwh"], POWER, flag)
+        counted[name] = _wh(values[-1] - values[0])
+    return IntervalEnergy(counted["import_kwh"], counted["export_kwh"], COUNTERS)
 
 
 def _merged(buckets: pd.DataFrame) -> pd.DataFrame:
@@ -76,23 +92,16 @@ def _merged(buckets: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _counter_flag(rows: pd.DataFrame, before: pd.Timestamp, starts: pd.DatetimeIndex, most_kwh: float) -> str:
-    """Why the counters cannot bill this interval ("" if they can)."""
-    need = [before, *starts]
-    missing = [t for t in need if t not in rows.index]
-    if missing:
-        return f"meter gap: no reading in the bucket at {missing[0].isoformat()}"
-    sub = rows.loc[need]
-    for name in ("import_kwh", "export_kwh"):
-        values = sub[name].to_numpy(float)
-        if not np.isfinite(values).all():
-            return f"no {name.removesuffix('_kwh')} counter"
-        steps = np.diff(values)
-        if (steps < 0).any():
-            k = int(np.argmax(steps < 0))
-            return f"{name.removesuffix('_kwh')} counter went backwards ({values[k]:.3f} -> {values[k + 1]:.3f} kWh: reset, rollover or a new meter)"
-        if values[-1] - values[0] > most_kwh:
-            return f"{name.removesuffix('_kwh')} counter jumped {values[-1] - values[0]:.3f} kWh, more than the connection carries in the interval ({most_kwh:.3f} kWh)"
+def _counter_flag(name: str, values: np.ndarray, most_kwh: float) -> str:
+    """Why this counter cannot bill the interval ("" if it can): ``values`` at the buckets that open and close it."""
+    if not np.isfinite(values).all():
+        return f"no {name} counter in some bucket"
+    steps = np.diff(values)
+    if (steps < 0).any():
+        k = int(np.argmax(steps < 0))
+        return f"{name} counter went backwards ({values[k]:.3f} -> {values[k + 1]:.3f} kWh: reset, rollover or a new meter)"
+    if values[-1] - values[0] > most_kwh:
+        return f"{name} counter jumped {values[-1] - values[0]:.3f} kWh, more than the connection carries in the interval ({most_kwh:.3f} kWh)"
     return ""
 
 

@@ -47,8 +47,8 @@ class MeteredSite:
 
 
 class MeteredSites:
-    def __init__(self, cfg: VppConfig, bucket: pd.Timedelta) -> None:
-        self.cfg, self.bucket = cfg, bucket
+    def __init__(self, cfg: VppConfig, bucket: pd.Timedelta, speed: float) -> None:
+        self.cfg, self.bucket, self.speed = cfg, bucket, speed  # speed: market seconds per wall second
         unit_site = np.array([u.site_id for u in cfg.fleet.units], dtype=object)
         self.sites: dict[str, MeteredSite] = {}
         for site in cfg.fleet.sites:
@@ -71,7 +71,7 @@ class MeteredSites:
         unit_wh = np.rint(unit_kwh * 1000.0).astype(np.int64)
         site_rows, unit_rows = [], []
         for sid, ms in self.sites.items():
-            energy = interval_energy(buckets[buckets["site_id"] == sid], start, end, self.bucket, ms.meter.poll_s, ms.rating_kw)
+            energy = interval_energy(buckets[buckets["site_id"] == sid], start, end, self.bucket, ms.meter.poll_s * self.speed, ms.rating_kw)
             tariff = ms.site.tariff
             period = tariff.periods[int(tariff.period_of(pd.DatetimeIndex([start]))[0])]
             bill = site_bill(energy, int(unit_wh[ms.units].sum()), period.price_per_kwh, tariff.feed_in_price_per_kwh, exponent)

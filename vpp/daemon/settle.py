@@ -51,7 +51,7 @@ class Settler:
         self.unit_ids = tuple(u.id for u in cfg.units)
         self.energy_kwh = np.array([u.energy_kwh for u in cfg.units])
         self._schedules: dict[int, Schedule] = {}
-        self.metered_sites = MeteredSites(cfg, pd.Timedelta(seconds=(cfg.daemon or DaemonModel()).telemetry_downsample_s))
+        self.metered_sites = MeteredSites(cfg, pd.Timedelta(seconds=(cfg.daemon or DaemonModel()).telemetry_downsample_s), clock.speed)
 
     def catch_up(self, now: pd.Timestamp) -> int:
         """Settle every closed interval since the first recorded telemetry that the ledger lacks (start-up)."""
