@@ -28,7 +28,9 @@ from vpp.daemon.meter_store import readings
 from vpp.daemon.settle import Settler
 from vpp.daemon.store import Store, settled_intervals
 from vpp.db import open_database
+from vpp.ledger.report import month_bounds
 from vpp.ledger.store import read_settlements, site_energy_rows
+from vpp.web.statement_data import _bill_without_battery
 
 pytestmark = pytest.mark.asyncio
 
@@ -90,6 +92,12 @@ async def test_a_metered_site_is_billed_on_its_counters_flags_a_reset_and_resett
     windows = windows.loc[complete]
     expected = round(Fraction(Decimal(DEMAND_CHARGE)) * (peak("baseline_import_wh") - peak("import_wh")) * 100)
     assert ledger.loc[ledger["stream"] == "demand_charge_savings", "amount_minor"].sum() == expected > 0
+
+    # the statement's bill without the battery is the ledger's; less the settled savings, it is the metered bill
+    start, end = month_bounds("2020-08", cfg.timezone)
+    without = _bill_without_battery(engine, start, end, pd.DatetimeIndex(site["interval_start"]), {"ci-a"}, {s.id: s for s in cfg.fleet.sites}, cfg)
+    with_battery = int(site["bill_minor"].sum()) + round(Fraction(Decimal(DEMAND_CHARGE)) * peak("import_wh") * 100)
+    assert abs(without - int(ledger["amount_minor"][ledger["stream"].isin(["tou_savings", "demand_charge_savings"])].sum()) - with_battery) <= 1  # two roundings
 
     # re-settling every interval from what is stored (a restart that lost its bookkeeping) changes nothing
     store = Store(open_database(cfg.path.with_suffix(".db")))

@@ -156,3 +156,12 @@ def demand_saving_minor(charge_per_kw_month: float, peak_so_far_kw: float, peaks
     peak = max([floor, *peaks_kw])
     base = max([floor, *baseline_peaks_kw])
     return round_minor(_rate(charge_per_kw_month) * (base - peak) * 10**exponent)
+
+
+def month_bill_minor(bills_minor: Sequence[int], import_wh: Sequence[int], interval: pd.Timedelta, window: pd.Timedelta, charge_per_kw_month: float, peak_so_far_kw: float, exponent: int) -> int:
+    """A month's bill on metered values: its intervals' energy charges plus the demand charge on the month's
+    highest window average (``import_wh``: every interval of the month so far, from its start, 0 where none
+    was settled), the peak at least the month's peak before metering began. With the baseline's columns it
+    is the bill without the battery, and less the settled savings the bill with it, to the minor unit."""
+    peak = max([_rate(peak_so_far_kw), *window_peaks_kw(import_wh, interval, window)])
+    return int(sum(bills_minor)) + round_minor(_rate(charge_per_kw_month) * peak * 10**exponent)
