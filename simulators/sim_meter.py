@@ -89,6 +89,19 @@ class SimulatedMeter:
         return self._last_answer
 
 
+@dataclass
+class SimulatedSubMeter(SimulatedMeter):
+    """A meter on one feeder of a site, following the site's meter: its load (reads −load: + is out of the
+    feeder towards the grid, as a grid meter counts) or its PV (reads +PV). Same faults as a grid meter."""
+
+    parent: SimulatedMeter | None = None
+    role: str = "load"
+
+    def true_export_kw(self, now: float) -> float:
+        assert self.parent is not None
+        return -self.parent.load_kw if self.role == "load" else self.parent.pv_kw
+
+
 def inject_meter_fault(meter: SimulatedMeter, kind: str) -> None:
     """frozen: repeats its last answer; silent: stops answering; inverted: a CT the wrong way round."""
     if kind == "frozen":
