@@ -42,7 +42,7 @@ def write_meter_config(
     daemon: dict[str, Any] | None = None,
     tariffs: dict[str, Any] | None = None,
 ) -> Path:
-    """``sites``: per site {id, meter: kind, load_kw, export_allowed, demand_target_kw?, tariff?, meter options...};
+    """``sites``: per site {id, meter: kind, load_kw, export_allowed, demand_target_kw?, tariff?, sub_meters?, meter options...};
     a site with a ``tariff`` (one of ``tariffs``) is retail, the others wholesale;
     one Modbus gateway per site (its batteries on slaves 1.., its meter on slave 100)."""
     settings = {
@@ -66,6 +66,8 @@ def write_meter_config(
         device = {"protocol": "sunspec", "host": "127.0.0.1", "port": port, "timeout_s": 0.3, "revert_s": 5, "backoff_max_s": 1}
         meter = {"device": meter_device(s["meter"], port, 100), "poll_s": 0.25, "stale_after_s": 1.0, "frozen_after_s": 1.0, "export_margin_kw": 5.0, "import_margin_kw": 5.0}
         meter.update({k: v for k, v in s.items() if k in ("demand_target_kw", "demand_window_min", "invert", "ct_ratio", "frozen_after_s", "stale_after_s")})
+        for k, sub in enumerate(s.get("sub_meters", ())):  # {id, role, meter: kind}: on the site's gateway, slaves 101..
+            meter.setdefault("sub_meters", []).append({"id": sub["id"], "role": sub["role"], "device": meter_device(sub["meter"], port, 101 + k), "poll_s": 0.25, "stale_after_s": 1.0, "frozen_after_s": 5.0})
         site_blocks.append(
             {
                 "id": s["id"],

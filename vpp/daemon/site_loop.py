@@ -246,7 +246,7 @@ class SiteLoop:
             if alarm is None:
                 log.info("meter alarm cleared site=%s: normal site control resumes", sm.site.id)
             else:
-                failsafe = "discharge stopped (no export allowed)" if sm.site.export_limit_kw == 0 else "site limits held against the configured load/PV"
+                failsafe = "discharge stopped (no export allowed)" if sm.site.export_limit_kw == 0 else f"site limits held against the {'sub-meters while they are good, else the ' if sm.subs else ''}configured load/PV"
                 log.warning("meter alarm site=%s reason=%s: %s", sm.site.id, alarm, failsafe)
         sm.alarm = alarm
         self.metrics.meter_ok.labels(sm.site.id).set(0.0 if alarm else 1.0)
