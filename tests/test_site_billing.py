@@ -1,6 +1,7 @@
 """Billing a metered site on its grid meter's counters (vpp.site_billing): the counters' delta when they can
-be trusted, the integrated power (flagged, never higher) when they cannot, and a demand charge whose
-bookings add up to the month's saving whichever interval set the peak."""
+be trusted, the integrated power (flagged, never higher) when they cannot, a demand charge whose
+bookings add up to the month's saving whichever interval set the peak, and the site's ledger rows
+recorded exactly once on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,9 +9,13 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.databases import empty_database
+from vpp.db import open_database
+from vpp.ledger.store import SettlementConflict, record_settlements, site_energy_rows
 from vpp.site_billing import COUNTERS, POWER, demand_saving_minor, interval_energy, site_bill, window_peaks_kw
 
 START = pd.Timestamp("2026-11-02T00:05:00Z")
@@ -74,3 +79,20 @@ def test_demand_bookings_add_up_to_the_months_saving_whichever_interval_sets_the
     assert all(b == 0 for k, b in enumerate(booked) if (k + 1) % 3)  # only an interval that closes a window books
     peaks = window_peaks_kw(imp, interval, window)
     assert all(p == Fraction(sum(imp[3 * j : 3 * j + 3]) * 4, 1000) for j, p in enumerate(peaks))  # kW = kWh over a quarter hour × 4
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_sites_rows_are_recorded_once_and_a_different_re_settlement_is_refused(kind, tmp_path):
+    row = {"site_id": "ci-a", "interval_start": START, "import_wh": 10_123, "export_wh": 0, "battery_wh": 25_000, "baseline_import_wh": 35_123, "baseline_export_wh": 0, "bill_minor": 1119, "baseline_bill_minor": 3881, "source": COUNTERS, "flag": ""}
+    empty = pd.DataFrame(columns=["interval_start", "unit_id", "site_id", "stream", "amount_minor"]).astype({"amount_minor": "int64"})
+    with empty_database(kind, tmp_path, "sites") as url:
+        engine = open_database(url)
+        try:
+            for _ in range(2):  # again: nothing new, nothing changed
+                record_settlements(engine, empty, sites=pd.DataFrame([row]))
+            stored = site_energy_rows(engine, START, START + MIN)
+            assert stored.drop(columns="interval_start").to_dict("records") == [{k: v for k, v in row.items() if k != "interval_start"}]
+            with pytest.raises(SettlementConflict, match="import_wh stored 10123 new 10124"):
+                record_settlements(engine, empty, sites=pd.DataFrame([{**row, "import_wh": 10_124}]))
+        finally:
+            engine.dispose()
