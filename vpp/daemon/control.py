@@ -370,6 +370,8 @@ class ControlLoop:
         previous, self._interval = self._interval, current
         if previous is not None and current > previous:
             self._flush_bucket(now)  # the closed interval's last bucket, before it is settled
+            if self.site_loop is not None:
+                self.site_loop.flush_closed(now)  # and its meters' last buckets
             self.on_interval_closed(previous)
 
 
