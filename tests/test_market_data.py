@@ -65,7 +65,7 @@ def write_site(directory: Path, market_data: dict | None = None) -> Path:
 
 @pytest.fixture
 def intake(tmp_path: Path) -> Iterator[MarketDataIntake]:
-    cfg = load_config(write_site(tmp_path, {"drop_folder": "inbox", "published_at": "13:00"}))
+    cfg = load_config(write_site(tmp_path, {"drop_folder": "inbox", "drop_poll_s": 0.1, "published_at": "13:00"}))
     store = Store(open_database(str(tmp_path / "site.db")))
     clock = Clock(1e-9, NOW, pd.Timestamp.now(tz="UTC"))  # market time stands (nearly) still
     yield MarketDataIntake(cfg, cfg.daemon.market_data, store, clock, CollectorRegistry())
@@ -310,13 +310,13 @@ def caiso_as_zip() -> bytes:
 
 def test_caiso_ancillary_prices_through_gridstatus_on_a_recorded_oasis_response(recorded: str, monkeypatch: pytest.MonkeyPatch):
     pytest.importorskip("gridstatus")
-    from adapters.feeds import delivery_csv, make_feed
+    from adapters.feeds import GridStatusFeed, delivery_csv
 
     disposition = "inline; filename=20200819_20200820_PRC_AS_DAM_20200818_13_00_00_v12.csv.zip;"
     Recorded.responses = {"queryname=PRC_AS": (caiso_as_zip(), {"Content-Type": "application/x-zip-compressed", "Content-Disposition": disposition})}
     monkeypatch.setenv("HTTP_PROXY", recorded)  # gridstatus asks http://oasis.caiso.com: the proxy answers from the recording
     monkeypatch.setenv("NO_PROXY", "")
-    feed = make_feed(FeedModel(kind="gridstatus", source="caiso", columns={"regup": "Regulation Up"}, area="CAISO", query="as_prices", market="DAM", location="AS_CAISO_EXP"))
+    feed = GridStatusFeed("CAISO", "as_prices", "DAM", "AS_CAISO_EXP", pause_s=0)  # the library's 4 s courtesy pause off
     start = pd.Timestamp("2020-08-19", tz="US/Pacific")
     frame = feed.fetch(start, start + pd.Timedelta(days=1))
     assert "oasis.caiso.com" in Recorded.seen[0]

@@ -48,7 +48,7 @@ class GridStatusFeed:
     """One location's LMP columns (``get_lmp``) or one region's ancillary-service prices (``get_as_prices``)
     of a US ISO, through ``gridstatus``."""
 
-    def __init__(self, iso: str, query: str, market: str, location: str | None) -> None:
+    def __init__(self, iso: str, query: str, market: str, location: str | None, pause_s: float | None = None) -> None:
         import gridstatus
 
         cls = getattr(gridstatus, iso, None)
@@ -57,13 +57,14 @@ class GridStatusFeed:
         if location is None:
             raise InputError("daemon.market_data.feeds", "location", None, "the node, hub or region the prices are for")
         self.iso, self.query, self.market, self.location = cls(), query, market, location
+        self.options = {} if pause_s is None else {"sleep": pause_s}  # the library's own pause after a request (rate limits)
 
     def fetch(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
         if self.query == "lmp":
-            table = self.iso.get_lmp(date=start, end=end, market=self.market, locations=[self.location])
+            table = self.iso.get_lmp(date=start, end=end, market=self.market, locations=[self.location], **self.options)
             table = table[table["Location"] == self.location]
         else:
-            table = self.iso.get_as_prices(date=start, end=end, market=self.market)
+            table = self.iso.get_as_prices(date=start, end=end, market=self.market, **self.options)
             table = table[table["Region"] == self.location]
         table = table.set_index(pd.DatetimeIndex(table["Interval Start"])).sort_index()
         return table[(table.index >= start) & (table.index < end)]
