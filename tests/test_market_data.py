@@ -20,6 +20,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vpp.config import load_config
 from vpp.daemon.clock import Clock
@@ -139,6 +141,29 @@ def test_a_malformed_delivery_is_refused_in_one_line_and_the_data_held_stays(int
     assert "\n" not in str(err.value)
     pd.testing.assert_series_equal(intake.book.series["prices.da"], held)
     assert intake.book.version == version and load_points(intake.store.engine) == {}
+
+
+CELL = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.text(max_size=12), st.sampled_from(["", "1e309", "-0", "12,5", "0x1F", "2020-02-30 00:00"]))
+TIME = st.one_of(st.datetimes(min_value=pd.Timestamp("1999-01-01").to_pydatetime(), max_value=pd.Timestamp("2201-01-01").to_pydatetime()).map(lambda t: f"{t:%Y-%m-%d %H:%M}"), st.text(max_size=20))
+TABLE = st.lists(st.tuples(TIME, CELL), max_size=8).map(lambda rows: "time,price\n" + "".join(f"{t},{v}\n" for t, v in rows))
+NEAR_VALID = st.lists(st.floats(-1e7, 1e7), min_size=2, max_size=6).flatmap(lambda v: st.integers(-3000, 3000).map(lambda k: prices_csv(str(pd.Timestamp(TOMORROW) + k * STEP), v)))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(body=st.one_of(TABLE, NEAR_VALID, st.binary(max_size=300).map(lambda b: b.decode("latin-1"))))
+def test_any_body_is_accepted_or_refused_in_one_line_quickly_and_a_refusal_changes_nothing(intake: MarketDataIntake, body: str):
+    import time
+
+    version = intake.book.version
+    started = time.perf_counter()
+    try:
+        outcome = intake.accept(body.encode("utf-8", "surrogatepass"), "prices", "mqtt", "fuzz")
+    except DeliveryRejected as err:
+        assert "\n" not in str(err) and intake.book.version == version
+    else:
+        assert outcome.outcome in ("accepted", "duplicate")
+        assert np.isfinite(intake.book.series["prices.da"].to_numpy()).all()
+    assert time.perf_counter() - started < 0.5
 
 
 def test_a_body_over_the_size_cap_or_not_utf8_is_refused(intake: MarketDataIntake):

@@ -146,11 +146,13 @@ async def test_a_duplicate_a_malformed_and_an_out_of_order_delivery_change_nothi
     # yesterday again, as it is held, over MQTT: out of order, merged idempotently
     async with aiomqtt.Client("127.0.0.1", site.broker_port) as mqtt:
         await mqtt.publish("vpp/market-data/prices", rows(pd.Timestamp("2020-08-18T08:00Z"), [30.0] * 4).encode(), qos=1)
+        await mqtt.publish("vpp/market-data/prices", b"time,price\n" + b"2020-08-19 01:00,31\n" * 60_000, qos=1)  # 1.2 MB
     await wait_for(lambda: any("duplicate via=mqtt" in r.getMessage() for r in caplog.records), 10, "the MQTT delivery")
+    await wait_for(lambda: any("more than 1000000" in r.getMessage() for r in caplog.records), 10, "the oversized MQTT payload refused")
     pd.testing.assert_series_equal(d.market_data.book.series["prices.da"], book)
     assert d.market_data.book.version == version
     lines = [r.getMessage() for r in caplog.records if r.name == "vpp.daemon.market_data"]
-    assert sum("market data rejected" in m for m in lines) == 3, lines  # malformed, reversed, rewrite: one line each
+    assert sum("market data rejected" in m for m in lines) == 4, lines  # malformed, reversed, rewrite, too large: one line each
     assert sum("market data duplicate" in m for m in lines) == 2, lines
     assert not any("trigger=market data" in r.getMessage() for r in caplog.records), "nothing changed: no re-plan"
 

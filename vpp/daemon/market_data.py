@@ -128,8 +128,9 @@ class MarketDataIntake:
         """Check, merge and store one delivery (a worker thread). ``DeliveryRejected`` when refused."""
         arrived = self.clock.wall()
         now = self.clock.to_sim(arrived)
+        origin = printable(origin)
         where = f"market data via {via} from {origin}"
-        row = {"arrived_at": arrived.to_pydatetime(), "market_at": now.to_pydatetime(), "via": via, "origin": origin[:256], "data_source": (source or "")[:128] or None}
+        row = {"arrived_at": arrived.to_pydatetime(), "market_at": now.to_pydatetime(), "via": via, "origin": origin, "data_source": (source or "")[:128] or None}
         try:
             loaded = self._parse(raw, source, where)
             with self._lock:
@@ -148,7 +149,7 @@ class MarketDataIntake:
             raise DeliveryRejected(str(err)) from None
         result = Outcome(outcome, source or "", via, m.added, m.replaced, m.unchanged, span)
         self.deliveries.labels(via, outcome).inc()
-        self.recent.appendleft({"at": arrived.isoformat(), "via": via, "origin": origin[:256], **result.json()})
+        self.recent.appendleft({"at": arrived.isoformat(), "via": via, "origin": origin, **result.json()})
         if m.changed:
             log.info("market data accepted via=%s origin=%s source=%s added=%d replaced=%d unchanged=%d changed=%s", via, origin, source, m.added, m.replaced, m.unchanged, detail)
         else:
@@ -167,8 +168,8 @@ class MarketDataIntake:
 
     def reject(self, via: str, origin: str, source: str | None, message: str) -> None:
         """An inlet's own refusal (too large before reading, too many at once): audited like the others."""
-        arrived = self.clock.wall()
-        row = {"arrived_at": arrived.to_pydatetime(), "market_at": self.clock.to_sim(arrived).to_pydatetime(), "via": via, "origin": origin[:256], "data_source": (source or "")[:128] or None}
+        arrived, origin = self.clock.wall(), printable(origin)
+        row = {"arrived_at": arrived.to_pydatetime(), "market_at": self.clock.to_sim(arrived).to_pydatetime(), "via": via, "origin": origin, "data_source": (source or "")[:128] or None}
         self._reject(row, f"market data via {via} from {origin}: {message}")
 
     def _parse(self, raw: bytes, source: str | None, where: str) -> dict:
@@ -350,6 +351,11 @@ class MarketDataIntake:
                 if held is not None:
                     log.warning("market data feed %s failed: %s: %s%s", origin, type(err).__name__, str(err)[:300], held_note(held))
             await asyncio.sleep(feed.every_min * 60.0)
+
+
+def printable(text: str, limit: int = 256) -> str:
+    """An origin as it may go into a log line and the audit: a file name or topic can hold a newline."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
 def _waiting(folder: Path) -> list[Path]:

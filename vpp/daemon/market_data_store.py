@@ -68,9 +68,3 @@ def load_points(engine: Engine) -> dict[str, pd.Series]:
         out[str(name)] = pd.Series(group["value"].to_numpy(float), index=pd.DatetimeIndex([utc(t) for t in group["start"]]).as_unit("ns"))
     return out
 
-
-def deliveries(engine: Engine, limit: int = 20) -> list[dict[str, Any]]:
-    """The latest deliveries, newest first (for /status)."""
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(market_deliveries).order_by(market_deliveries.c.id.desc()).limit(limit)).mappings().all()
-    return [{**r, "arrived_at": utc(r["arrived_at"]).isoformat(), "market_at": utc(r["market_at"]).isoformat()} for r in rows]
