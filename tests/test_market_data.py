@@ -13,6 +13,7 @@ import io
 import threading
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from vpp.daemon.clock import Clock
 from vpp.daemon.config import FeedModel, MarketDataModel
 from vpp.daemon.market_data import DeliveryRejected, MarketDataIntake
 from vpp.daemon.market_data_store import load_points, market_deliveries
+from tests.databases import empty_database
 from vpp.daemon.store import Store
 from vpp.db import open_database
 from vpp.errors import InputError
@@ -65,13 +67,21 @@ def write_site(directory: Path, market_data: dict | None = None) -> Path:
     return path
 
 
+@contextmanager
+def site_intake(directory: Path, database: str) -> Iterator[MarketDataIntake]:
+    cfg = load_config(write_site(directory, {"drop_folder": "inbox", "drop_poll_s": 0.1, "published_at": "13:00"}))
+    store = Store(open_database(database))
+    clock = Clock(1e-9, NOW, pd.Timestamp.now(tz="UTC"))  # market time stands (nearly) still
+    try:
+        yield MarketDataIntake(cfg, cfg.daemon.market_data, store, clock, CollectorRegistry())
+    finally:
+        store.close()
+
+
 @pytest.fixture
 def intake(tmp_path: Path) -> Iterator[MarketDataIntake]:
-    cfg = load_config(write_site(tmp_path, {"drop_folder": "inbox", "drop_poll_s": 0.1, "published_at": "13:00"}))
-    store = Store(open_database(str(tmp_path / "site.db")))
-    clock = Clock(1e-9, NOW, pd.Timestamp.now(tz="UTC"))  # market time stands (nearly) still
-    yield MarketDataIntake(cfg, cfg.daemon.market_data, store, clock, CollectorRegistry())
-    store.close()
+    with site_intake(tmp_path, str(tmp_path / "site.db")) as it:
+        yield it
 
 
 def audit(intake: MarketDataIntake) -> list[dict]:
@@ -173,12 +183,20 @@ def test_a_body_over_the_size_cap_or_not_utf8_is_refused(intake: MarketDataIntak
         intake.accept(b"time,price\n\xff\xfe", "prices", "api", "test")
 
 
-def test_deliveries_survive_a_restart_with_their_provenance(tmp_path: Path, intake: MarketDataIntake):
-    intake.accept(prices_csv(TOMORROW, [44.0] * 96).encode(), "prices", "drop", "prices-0819.csv")
-    again = MarketDataIntake(intake.cfg, intake.settings, intake.store, intake.clock, CollectorRegistry())
-    pd.testing.assert_series_equal(again.book.series["prices.da"], intake.book.series["prices.da"], check_names=False)
-    rows = audit(again)
-    assert (rows[0]["via"], rows[0]["origin"], rows[0]["data_source"], rows[0]["added"]) == ("drop", "prices-0819.csv", "prices", 96)
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_deliveries_survive_a_restart_with_their_provenance(tmp_path: Path, kind: str):
+    with empty_database(kind, tmp_path, "market_data") as database:
+        with site_intake(tmp_path, database) as intake:
+            intake.accept(prices_csv(TOMORROW, [44.0] * 96).encode(), "prices", "drop", "prices-0819.csv")
+            intake.accept(prices_csv(TOMORROW, [44.0] * 90 + [47.5] * 6).encode(), "prices", "api", "correction")
+            held = intake.book.series["prices.da"]
+        with site_intake(tmp_path, database) as again:  # a new process on the same database
+            pd.testing.assert_series_equal(again.book.series["prices.da"], held, check_names=False)
+            rows = audit(again)
+    assert [(r["via"], r["origin"], r["data_source"], r["outcome"], r["added"], r["replaced"]) for r in rows] == [
+        ("drop", "prices-0819.csv", "prices", "accepted", 96, 0),
+        ("api", "correction", "prices", "accepted", 0, 6),
+    ]
 
 
 def test_the_plan_sees_delivered_prices_scaled_by_the_reference_and_the_fallback_only_where_none_arrived(intake: MarketDataIntake):
