@@ -84,7 +84,8 @@ class MarketDataIntake:
         self.limits = Limits(max_age=pd.Timedelta(days=settings.max_age_days), max_ahead=pd.Timedelta(days=settings.max_ahead_days))
         self.spec = ForecastSpec(method=settings.fallback, timezone=cfg.timezone)
         self.on_change: Callable[[Outcome], None] = lambda outcome: None
-        self._lock = threading.Lock()  # one merge at a time: inlets run on threads
+        self._merging = threading.Lock()  # one delivery at a time, from its check to its apply: inlets run on threads
+        self._lock = threading.Lock()  # the book, only while it is read or changed (the loop waits for nothing longer)
         self._limiter = LogLimiter()
         self._inflight = 0
         self._tasks: list[asyncio.Task] = []
@@ -119,7 +120,7 @@ class MarketDataIntake:
                 book.apply(Merge({name: points}, len(points), 0, 0), pd.Timestamp.now(tz="UTC"))
             else:
                 log.warning("market data for series %s is stored but no data: source of the config has it; not used", name)
-        with self._lock:
+        with self._merging, self._lock:
             self.cfg, self.layouts, self.book, self._view_key = cfg, layouts, book, None
 
     # ------------------------------------------------------------ the one path
@@ -133,8 +134,9 @@ class MarketDataIntake:
         row = {"arrived_at": arrived.to_pydatetime(), "market_at": now.to_pydatetime(), "via": via, "origin": origin, "data_source": (source or "")[:128] or None}
         try:
             loaded = self._parse(raw, source, where)
-            with self._lock:
-                m = merge(self.book.series, check_delivery(loaded, self.book.grids, now, self.cfg.currency, where, self.limits), now, where)
+            with self._merging:
+                with self._lock:
+                    m = merge(self.book.series, check_delivery(loaded, self.book.grids, now, self.cfg.currency, where, self.limits), now, where)
                 outcome = "accepted" if m.changed else "duplicate"
                 span = m.span
                 detail = f"{span[0].isoformat()} .. {span[1].isoformat()}" if span else None
@@ -143,7 +145,8 @@ class MarketDataIntake:
                     self.store.submit(save_delivery, self.store.engine, stored, m.points).result()
                 except Exception as err:  # noqa: BLE001 - the database's own error; nothing was changed
                     raise DeliveryRejected(f"{where}: not stored ({type(err).__name__}); nothing changed", 503) from None
-                self.book.apply(m, arrived)
+                with self._lock:
+                    self.book.apply(m, arrived)
         except InputError as err:
             self._reject(row, str(err))
             raise DeliveryRejected(str(err)) from None
