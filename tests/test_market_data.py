@@ -48,17 +48,22 @@ def prices_csv(start: str, values: list[float], delimiter: str = ",") -> str:
 
 
 def write_site(directory: Path, market_data: dict | None = None) -> Path:
-    """One wholesale battery priced by a 15-minute source 'prices' that covers 2020-08-17 and 18 (local UTC-8)."""
+    """One wholesale battery priced by a 15-minute source 'prices' that covers 2020-08-17 and 18 (local UTC-8),
+    at a site whose load is an hourly source 'site' over the same days."""
     hours = np.arange(2 * 96) * 0.25
     (directory / "prices.csv").write_text(prices_csv("2020-08-17 00:00", list(np.round(30 + 10 * np.sin(hours / 24 * 2 * np.pi), 4))))
+    (directory / "site.csv").write_text("hour,load_kw\n" + "".join(f"{t:%Y-%m-%d %H:%M},{20 + t.hour}\n" for t in pd.date_range("2020-08-17", periods=48, freq="h")))
     config = {
         "name": "market-data",
         "currency": "USD",
         "timezone": "Etc/GMT+8",
         "interval_min": 15,
         "horizon_h": 24,
-        "data": {"prices": {"file": "prices.csv", "time_column": "time", "columns": {"da": {"column": "price", "unit": "per_mwh"}}}},
-        "sites": [{"id": "s", "market": "wholesale", "units": [{"id": "b", "power_kw": 100, "energy_kwh": 200}]}],
+        "data": {
+            "prices": {"file": "prices.csv", "time_column": "time", "columns": {"da": {"column": "price", "unit": "per_mwh"}}},
+            "site": {"file": "site.csv", "time_column": "hour", "columns": {"load": {"column": "load_kw", "unit": "kw"}}},
+        },
+        "sites": [{"id": "s", "market": "wholesale", "load_kw": "site.load", "units": [{"id": "b", "power_kw": 100, "energy_kwh": 200}]}],
         "market": {"energy_price": {"series": "prices.da", "scale": 0.5}},
         "daemon": {"market_data": market_data or {}},
     }
@@ -216,6 +221,17 @@ def test_the_plan_sees_delivered_prices_scaled_by_the_reference_and_the_fallback
     assert intake.plan_config(cfg, start, end, NOW) is None  # nothing new: the worker keeps its view
     settled = intake.settlement_config(cfg).market.energy_price_per_mwh.values
     assert settled["2020-08-19T10:00Z":].isna().all()  # settlement never bills a forecast
+
+
+def test_a_load_forecast_at_its_own_hourly_step_reaches_the_site_and_a_finer_one_is_refused(intake: MarketDataIntake):
+    hourly = "hour,load_kw\n" + "".join(f"2020-08-19 {h:02d}:00,{75 + h}\n" for h in range(6))
+    assert intake.accept(hourly.encode(), "site", "api", "test").added == 6
+    start = pd.Timestamp("2020-08-19T08:00Z")
+    view = intake.plan_config(intake.cfg, start, start + pd.Timedelta(hours=6), NOW)
+    load = view.fleet.sites[0].load_kw.values
+    np.testing.assert_allclose(load[start : start + pd.Timedelta(hours=5)].to_numpy(), 75 + np.arange(6))
+    with pytest.raises(DeliveryRejected, match="the series' 60-minute step"):
+        intake.accept(b"hour,load_kw\n2020-08-19 06:00,80\n2020-08-19 06:15,81\n", "site", "api", "test")
 
 
 def test_past_the_publication_time_a_missing_tomorrow_is_late():
