@@ -11,9 +11,11 @@ import asyncio
 import http.server
 import io
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import time as day_time
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +25,23 @@ import sqlalchemy as sa
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
-from vpp.config import load_config
+from adapters.feeds import EntsoeFeed, GridStatusFeed, delivery_csv, make_feed
+from tests.databases import empty_database
+from vpp.config import SourceModel, load_config
 from vpp.daemon.clock import Clock
-from vpp.daemon.config import FeedModel, MarketDataModel
+from vpp.daemon.config import FeedModel
 from vpp.daemon.market_data import DeliveryRejected, MarketDataIntake
 from vpp.daemon.market_data_store import load_points, market_deliveries
-from tests.databases import empty_database
 from vpp.daemon.store import Store
 from vpp.db import open_database
 from vpp.errors import InputError
+from vpp.fleet import Fleet, Site
 from vpp.forecasts import ForecastSpec
-from vpp.market_data import Book, merge, planned
-from prometheus_client import CollectorRegistry
+from vpp.market_data import Book, Grid, coverage, merge, planned
+from vpp.markets import Market
+from vpp.timeseries import Column, LoadedSeries
 
 DATA = Path(__file__).parent / "data" / "feeds"
 NOW = pd.Timestamp("2020-08-18T20:00:00Z")  # market time of the intake tests: 12:00 local (UTC-8)
@@ -167,8 +173,6 @@ NEAR_VALID = st.lists(st.floats(-1e7, 1e7), min_size=2, max_size=6).flatmap(lamb
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(body=st.one_of(TABLE, NEAR_VALID, st.binary(max_size=300).map(lambda b: b.decode("latin-1"))))
 def test_any_body_is_accepted_or_refused_in_one_line_quickly_and_a_refusal_changes_nothing(intake: MarketDataIntake, body: str):
-    import time
-
     version = intake.book.version
     started = time.perf_counter()
     try:
@@ -236,15 +240,11 @@ def test_a_load_forecast_at_its_own_hourly_step_reaches_the_site_and_a_finer_one
 
 def test_past_the_publication_time_a_missing_tomorrow_is_late():
     series = pd.Series(1.0, index=pd.date_range("2020-08-17T08:00Z", "2020-08-19T07:45Z", freq=STEP))
-    from vpp.market_data import Grid, coverage
-
     book = Book({"p.x": series}, {"p.x": Grid("energy_price", "per_mwh", STEP, series.index[0])})
     noon, afternoon = pd.Timestamp("2020-08-18T20:00Z"), pd.Timestamp("2020-08-18T21:30Z")  # 12:00 and 13:30 local
-    from datetime import time
-
-    assert not coverage(book, "p.x", noon, noon + pd.Timedelta(hours=24), noon, 0, time(13), "Etc/GMT+8").late
-    assert coverage(book, "p.x", afternoon, afternoon + pd.Timedelta(hours=24), afternoon, 0, time(13), "Etc/GMT+8").late
-    assert coverage(book, "p.x", afternoon, afternoon + pd.Timedelta(hours=24), afternoon, 0, time(13), "Etc/GMT+8").covered_until == pd.Timestamp("2020-08-19T08:00Z")
+    assert not coverage(book, "p.x", noon, noon + pd.Timedelta(hours=24), noon, 0, day_time(13), "Etc/GMT+8").late
+    assert coverage(book, "p.x", afternoon, afternoon + pd.Timedelta(hours=24), afternoon, 0, day_time(13), "Etc/GMT+8").late
+    assert coverage(book, "p.x", afternoon, afternoon + pd.Timedelta(hours=24), afternoon, 0, day_time(13), "Etc/GMT+8").covered_until == pd.Timestamp("2020-08-19T08:00Z")
 
 
 def test_the_fallback_uses_nothing_observed_after_the_decision():
@@ -252,16 +252,10 @@ def test_the_fallback_uses_nothing_observed_after_the_decision():
     and the gaps after them are forecast from observations only, never from those deliveries."""
     index = pd.date_range("2020-08-17T08:00Z", periods=2 * 96, freq=STEP)
     series = pd.Series(np.arange(len(index), dtype=float), index=index)
-    from vpp.market_data import Grid
-
     grid = Grid("energy_price", "per_mwh", STEP, index[0])
     book = Book({"p.x": series.copy()}, {"p.x": grid})
     ahead = pd.Series(1000.0, index=pd.date_range("2020-08-19T08:00Z", periods=4, freq=STEP))
     book.apply(merge(book.series, {"p.x": ahead}, NOW, "t"), NOW)
-    from vpp.fleet import Fleet, Site
-    from vpp.markets import Market
-    from vpp.timeseries import LoadedSeries
-
     market = Market("USD", LoadedSeries("p.x", "energy_price", series))
     start, end = pd.Timestamp("2020-08-19T08:00Z"), pd.Timestamp("2020-08-19T10:00Z")
     _, planned_market, filled = planned(Fleet((Site("s", "wholesale"),), ()), market, book, start, end, NOW, ForecastSpec("persistence"))
@@ -334,8 +328,6 @@ def recorded() -> Iterator[str]:
 
 def test_entsoe_day_ahead_prices_through_entsoe_py_on_a_recorded_response(recorded: str, monkeypatch: pytest.MonkeyPatch):
     entsoe = pytest.importorskip("entsoe")
-    from adapters.feeds import EntsoeFeed, delivery_csv, make_feed
-
     Recorded.responses = {"documentType=A44": ((DATA / "entsoe_a44_de_lu_2020-08-19.xml").read_bytes(), {"Content-Type": "text/xml"})}
     monkeypatch.setattr(entsoe.entsoe, "URL", f"{recorded}/api")
     monkeypatch.setenv("ENTSOE_KEY", "recorded-key")
@@ -345,16 +337,11 @@ def test_entsoe_day_ahead_prices_through_entsoe_py_on_a_recorded_response(record
     frame = feed.fetch(start, start + pd.Timedelta(days=1))
     assert len(frame) == 24 and frame.index[0] == start and frame["price"].iloc[0] == 32.11 and frame["price"].iloc[19] == 61.5
     assert "securityToken=recorded-key" in Recorded.seen[0] and "in_Domain=10Y1001A1001A82H" in Recorded.seen[0]
-    from vpp.config import SourceModel
-    from vpp.timeseries import Column
-
     text = delivery_csv(frame, {"da": "price"}, SourceModel(file="x", time_column="start", delimiter=";", decimal=",", columns={}), {"da": Column("EUR per kWh", "per_kwh")})
     assert text.splitlines()[:2] == ["start;EUR per kWh", "2020-08-19T00:00:00+02:00;0,03211"]
 
 
 def test_without_its_api_key_the_entsoe_feed_does_not_start(monkeypatch: pytest.MonkeyPatch):
-    from adapters.feeds import make_feed
-
     monkeypatch.delenv("ENTSOE_KEY", raising=False)
     with pytest.raises(InputError, match="ENTSO-E API key"):
         make_feed(FeedModel(kind="entsoe", source="prices", columns={"da": "price"}, area="DE_LU", api_key_env="ENTSOE_KEY"))
@@ -369,8 +356,6 @@ def caiso_as_zip() -> bytes:
 
 def test_caiso_ancillary_prices_through_gridstatus_on_a_recorded_oasis_response(recorded: str, monkeypatch: pytest.MonkeyPatch):
     pytest.importorskip("gridstatus")
-    from adapters.feeds import GridStatusFeed, delivery_csv
-
     disposition = "inline; filename=20200819_20200820_PRC_AS_DAM_20200818_13_00_00_v12.csv.zip;"
     Recorded.responses = {"queryname=PRC_AS": (caiso_as_zip(), {"Content-Type": "application/x-zip-compressed", "Content-Disposition": disposition})}
     monkeypatch.setenv("HTTP_PROXY", recorded)  # gridstatus asks http://oasis.caiso.com: the proxy answers from the recording
@@ -381,8 +366,5 @@ def test_caiso_ancillary_prices_through_gridstatus_on_a_recorded_oasis_response(
     assert "oasis.caiso.com" in Recorded.seen[0]
     assert len(frame) == 24 and frame.index[0] == start
     assert frame["Regulation Up"].iloc[0] == 8.5 and frame["Regulation Down"].iloc[17] == 6.0 + 0.5 * 17
-    from vpp.config import SourceModel
-    from vpp.timeseries import Column
-
     text = delivery_csv(frame, {"regup": "Regulation Up"}, SourceModel(file="x", time_column="t", columns={}), {"regup": Column("ru", "per_mw_h")})
     assert text.splitlines()[1] == "2020-08-19T00:00:00-07:00,8.5"
