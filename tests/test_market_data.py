@@ -58,6 +58,7 @@ def write_site(directory: Path, market_data: dict | None = None) -> Path:
     at a site whose load is an hourly source 'site' over the same days."""
     hours = np.arange(2 * 96) * 0.25
     (directory / "prices.csv").write_text(prices_csv("2020-08-17 00:00", list(np.round(30 + 10 * np.sin(hours / 24 * 2 * np.pi), 4))))
+    (directory / "de.csv").write_text("hour,eur\n" + "".join(f"{t:%Y-%m-%d %H:%M},40\n" for t in pd.date_range("2020-08-17", periods=48, freq="h")))
     (directory / "site.csv").write_text("hour,load_kw\n" + "".join(f"{t:%Y-%m-%d %H:%M},{20 + t.hour}\n" for t in pd.date_range("2020-08-17", periods=48, freq="h")))
     config = {
         "name": "market-data",
@@ -67,6 +68,7 @@ def write_site(directory: Path, market_data: dict | None = None) -> Path:
         "horizon_h": 24,
         "data": {
             "prices": {"file": "prices.csv", "time_column": "time", "columns": {"da": {"column": "price", "unit": "per_mwh"}}},
+            "de": {"file": "de.csv", "time_column": "hour", "columns": {"da": {"column": "eur", "unit": "per_mwh"}}},
             "site": {"file": "site.csv", "time_column": "hour", "columns": {"load": {"column": "load_kw", "unit": "kw"}}},
         },
         "sites": [{"id": "s", "market": "wholesale", "load_kw": "site.load", "units": [{"id": "b", "power_kw": 100, "energy_kwh": 200}]}],
@@ -79,8 +81,8 @@ def write_site(directory: Path, market_data: dict | None = None) -> Path:
 
 
 @contextmanager
-def site_intake(directory: Path, database: str) -> Iterator[MarketDataIntake]:
-    cfg = load_config(write_site(directory, {"drop_folder": "inbox", "drop_poll_s": 0.1, "published_at": "13:00"}))
+def site_intake(directory: Path, database: str, **market_data: object) -> Iterator[MarketDataIntake]:
+    cfg = load_config(write_site(directory, {"drop_folder": "inbox", "drop_poll_s": 0.1, "published_at": "13:00", **market_data}))
     store = Store(open_database(database))
     clock = Clock(1e-9, NOW, pd.Timestamp.now(tz="UTC"))  # market time stands (nearly) still
     try:
@@ -339,6 +341,28 @@ def test_entsoe_day_ahead_prices_through_entsoe_py_on_a_recorded_response(record
     assert "securityToken=recorded-key" in Recorded.seen[0] and "in_Domain=10Y1001A1001A82H" in Recorded.seen[0]
     text = delivery_csv(frame, {"da": "price"}, SourceModel(file="x", time_column="start", delimiter=";", decimal=",", columns={}), {"da": Column("EUR per kWh", "per_kwh")})
     assert text.splitlines()[:2] == ["start;EUR per kWh", "2020-08-19T00:00:00+02:00;0,03211"]
+
+
+async def test_the_daemon_polls_a_feed_and_its_prices_take_the_path_of_every_delivery(recorded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    entsoe = pytest.importorskip("entsoe")
+    Recorded.responses = {"documentType=A44": ((DATA / "entsoe_a44_de_lu_2020-08-19.xml").read_bytes(), {"Content-Type": "text/xml"})}
+    monkeypatch.setattr(entsoe.entsoe, "URL", f"{recorded}/api")
+    monkeypatch.setenv("ENTSOE_KEY", "recorded-key")
+    feed = {"kind": "entsoe", "source": "de", "columns": {"da": "price"}, "area": "DE_LU", "api_key_env": "ENTSOE_KEY"}
+    with site_intake(tmp_path, str(tmp_path / "feed.db"), feeds=[feed]) as intake:
+        await intake.start()
+        try:
+            for _ in range(100):
+                if intake.recent:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await intake.stop()
+        assert intake.recent[0]["outcome"] == "accepted" and intake.recent[0]["via"] == "feed" and intake.recent[0]["origin"] == "entsoe:DE_LU"
+        held = intake.book.series["de.da"]
+    # today and tomorrow were asked for; the recording holds the 19th (CEST): 32.11 EUR/MWh at 22:00 UTC
+    assert held["2020-08-18T22:00Z"] == 32.11 and held["2020-08-19T17:00Z"] == 61.5
+    assert held["2020-08-18T21:00Z"] == 40.0  # before the recording: the file's value stays
 
 
 def test_without_its_api_key_the_entsoe_feed_does_not_start(monkeypatch: pytest.MonkeyPatch):
