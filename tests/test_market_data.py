@@ -365,6 +365,16 @@ async def test_the_daemon_polls_a_feed_and_its_prices_take_the_path_of_every_del
     assert held["2020-08-18T21:00Z"] == 40.0  # before the recording: the file's value stays
 
 
+def test_a_feed_for_a_source_or_series_the_config_lacks_is_a_start_up_error(tmp_path: Path):
+    feed = {"kind": "entsoe", "source": "de", "columns": {"da": "price"}, "area": "DE_LU", "api_key_env": "ENTSOE_KEY"}
+    with pytest.raises(InputError, match=r"daemon\.market_data\.feeds\[0\]\.source: got 'nosuch'"):
+        with site_intake(tmp_path, str(tmp_path / "a.db"), feeds=[{**feed, "source": "nosuch"}]):
+            pass
+    with pytest.raises(InputError, match=r"daemon\.market_data\.feeds\[0\]\.columns: got 'rt'; expected a series of source 'de'"):
+        with site_intake(tmp_path, str(tmp_path / "b.db"), feeds=[{**feed, "columns": {"rt": "price"}}]):
+            pass
+
+
 def test_without_its_api_key_the_entsoe_feed_does_not_start(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("ENTSOE_KEY", raising=False)
     with pytest.raises(InputError, match="ENTSO-E API key"):

@@ -98,6 +98,13 @@ class MarketDataIntake:
         self.late = Gauge("vpp_market_data_late", "1 if the series' data due by the publication time has not arrived", ["series"], registry=registry)
         self.covered_until = Gauge("vpp_market_data_covered_until_timestamp_seconds", "End of the unbroken delivered/configured data from now, Unix time (market clock)", ["series"], registry=registry)
         self.retarget(cfg)
+        for i, feed in enumerate(settings.feeds):  # a feed that can never deliver is a start-up error, not a log line a day
+            layout = self.layouts.get(feed.source)
+            if layout is None:
+                raise InputError(str(cfg.path), f"daemon.market_data.feeds[{i}].source", feed.source, f"one of the config's data sources {sorted(self.layouts)}")
+            for key in feed.columns:
+                if key not in layout.columns:
+                    raise InputError(str(cfg.path), f"daemon.market_data.feeds[{i}].columns", key, f"a series of source {feed.source!r}: one of {sorted(layout.columns)}")
 
     # ------------------------------------------------------------ config
 
@@ -336,13 +343,10 @@ class MarketDataIntake:
         except (ImportError, VppError) as err:
             log.error("market data feed %s %s not started: %s", feed.kind, feed.area, err)
             return
-        layout = self.layouts.get(feed.source)
-        if layout is None:
-            log.error("market data feed %s: source %r is not one of the config's data sources %s", feed.kind, feed.source, sorted(self.layouts))
-            return
         origin = f"{feed.kind}:{feed.area}" + (f":{feed.location}" if feed.location else "")
         while True:
             local = self.clock.now().tz_convert(self.cfg.timezone).normalize()
+            layout = self.layouts[feed.source]
             try:
                 frame = await asyncio.to_thread(client.fetch, local.tz_convert("UTC"), (local + pd.Timedelta(days=2)).tz_convert("UTC"))
                 text = delivery_csv(frame, feed.columns, layout.source, layout.columns)
