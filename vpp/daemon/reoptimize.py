@@ -102,7 +102,10 @@ class Reoptimizer:
         runs it before that solve, and a replaced worker starts with it. No process restart."""
         self.cfg = cfg
         if self._pool is not None:
-            self._pool.submit(_adopt, cfg)
+            try:
+                self._pool.submit(_adopt, cfg)
+            except BrokenProcessPool:  # the worker died since the last solve: a fresh one starts with ``cfg``
+                self._recycle()
 
     def close(self) -> None:
         if self._pool is not None:
