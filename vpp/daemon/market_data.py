@@ -302,8 +302,10 @@ class MarketDataIntake:
             await asyncio.to_thread(_move, path, path.parent / "done", None)
         except DeliveryRejected as err:
             await asyncio.to_thread(_move, path, path.parent / "rejected", str(err))
-        except OSError as err:  # gone or unreadable: leave it for the operator, say so once per scan
-            log.warning("market data drop folder: %s not read (%s)", path.name, err.strerror)
+        except OSError as err:  # gone, unreadable or not movable: left for the operator (taking it again changes nothing)
+            held = self._limiter.allow()
+            if held is not None:
+                log.warning("market data drop folder: %s not taken (%s)%s", printable(path.name), err.strerror or err, held_note(held))
 
     def _source_of(self, name: str) -> str | None:
         """The data source a file is for: the longest source name the file name starts with, followed by
