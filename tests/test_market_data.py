@@ -203,6 +203,7 @@ def test_deliveries_survive_a_restart_with_their_provenance(tmp_path: Path, kind
             held = intake.book.series["prices.da"]
         with site_intake(tmp_path, database) as again:  # a new process on the same database
             pd.testing.assert_series_equal(again.book.series["prices.da"], held, check_names=False)
+            assert again.book.arrivals["prices.da"] == intake.book.arrivals["prices.da"]  # when it arrived, not the restart
             rows = audit(again)
     assert [(r["via"], r["origin"], r["data_source"], r["outcome"], r["added"], r["replaced"]) for r in rows] == [
         ("drop", "prices-0819.csv", "prices", "accepted", 96, 0),

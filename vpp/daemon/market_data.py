@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from vpp.config import ConfigModel, SourceModel, VppConfig, read_yaml
 from vpp.daemon.clock import Clock
 from vpp.daemon.config import MarketDataModel
-from vpp.daemon.market_data_store import load_points, save_delivery
+from vpp.daemon.market_data_store import last_arrivals, load_points, save_delivery
 from vpp.daemon.store import Store
 from vpp.errors import InputError, VppError
 from vpp.forecasts import ForecastSpec
@@ -122,9 +122,10 @@ class MarketDataIntake:
             for key, s in read_csv_series(cfg.path.parent / src.file, src.time_column, zone, columns, name, src.delimiter, src.decimal).items():
                 series[s.name], grids[s.name] = s.values, grid_of(s, columns[key].unit)
         book = Book(series, grids)
+        arrivals = last_arrivals(self.store.engine)
         for name, points in load_points(self.store.engine).items():
             if name in grids:
-                book.apply(Merge({name: points}, len(points), 0, 0), pd.Timestamp.now(tz="UTC"))
+                book.apply(Merge({name: points}, len(points), 0, 0), arrivals[name])
             else:
                 log.warning("market data for series %s is stored but no data: source of the config has it; not used", name)
         with self._merging, self._lock:

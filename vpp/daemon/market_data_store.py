@@ -68,3 +68,13 @@ def load_points(engine: Engine) -> dict[str, pd.Series]:
         out[str(name)] = pd.Series(group["value"].to_numpy(float), index=pd.DatetimeIndex([utc(t) for t in group["start"]]).as_unit("ns"))
     return out
 
+
+def last_arrivals(engine: Engine) -> dict[str, pd.Timestamp]:
+    """When each series' held points last changed (the latest delivery that set one of them)."""
+    query = (
+        sa.select(market_points.c.series, sa.func.max(market_deliveries.c.arrived_at))
+        .join(market_deliveries, market_deliveries.c.id == market_points.c.delivery_id)
+        .group_by(market_points.c.series)
+    )
+    with engine.connect() as conn:
+        return {str(name): utc(at) for name, at in conn.execute(query)}
