@@ -130,6 +130,10 @@ def test_a_correction_of_an_interval_not_started_replaces_it_but_one_of_a_starte
     assert audit(intake)[-1]["outcome"] == "rejected" and "interval has started" in audit(intake)[-1]["detail"]
 
 
+def test_a_few_near_zero_prices_are_a_correction_not_a_unit_error(intake: MarketDataIntake):
+    assert intake.accept(prices_csv("2020-08-19 12:00", [0.04, 0.05]).encode(), "prices", "api", "solar noon").added == 2
+
+
 def test_an_earlier_day_arriving_after_a_later_one_is_merged_by_timestamp(intake: MarketDataIntake):
     later = prices_csv("2020-08-20 00:00", [70.0] * 96)
     earlier = prices_csv(TOMORROW, [50.0] * 96)
@@ -151,7 +155,7 @@ def test_an_earlier_day_arriving_after_a_later_one_is_merged_by_timestamp(intake
         ("time,price\n2020-08-19 00:05,40\n2020-08-19 00:20,41\n", "prices", "an interval start on the series' grid"),
         (prices_csv("2021-08-19 00:00", [40.0, 41.0]), "prices", "intervals within 35 days before and 8 days after now"),
         (prices_csv(TOMORROW, [40.0, 2.5e6]), "prices", "a magnitude of at most"),
-        (prices_csv(TOMORROW, [0.04, 0.041]), "prices", "a typical magnitude that fits the declared unit"),
+        (prices_csv(TOMORROW, [0.04, 0.041] * 48), "prices", "a typical magnitude that fits the declared unit"),
         (prices_csv(TOMORROW, [40.0, 41.0]).replace("price", "prix"), "prices", "at least one of the source's columns"),
         (prices_csv(TOMORROW, [40.0, 41.0]), "nosuch", "one of the config's data sources"),
         (prices_csv(TOMORROW, [40.0, 41.0]), None, "one of the config's data sources"),

@@ -5,8 +5,9 @@ delimiter, decimal mark, column headers and units; any of its columns), parsed b
 as the config's CSV files (``vpp.timeseries.read_csv_series``), so it is checked like them: unique,
 strictly increasing, regular timestamps, finite numbers in the declared decimal convention. On top,
 a delivery must fit what is already known of each series (``check_delivery``): the series' own
-resolution and time grid, a plausible span around now, bounded rows, values inside hard bounds and a
-typical magnitude that fits the unit (a per-kWh price sent as per-MWh is refused, not planned on).
+resolution and time grid, a plausible span around now, bounded rows, values inside hard bounds and, for a
+day's worth of values or more, a typical magnitude that fits the unit (a per-kWh price sent as per-MWh
+is refused, not planned on).
 
 Merging is by (series, interval start), all or nothing per delivery (``merge``):
 
@@ -90,7 +91,8 @@ def check_delivery(loaded: Mapping[str, LoadedSeries], grids: Mapping[str, Grid]
         if big.any():
             at = int(np.argmax(big))
             raise InputError(where, f"{name} at {index[at].isoformat()}", float(values.iloc[at]), f"a magnitude of at most {bound:,.0f} in engine units")
-        for warning in magnitude_warnings(series, grid.unit, currency):
+        # a typical level needs a day of values: a correction of two near-zero solar-noon prices is not a unit error
+        for warning in magnitude_warnings(series, grid.unit, currency) if len(index) * step >= pd.Timedelta(days=1) else ():
             raise InputError(where, name, warning, "a typical magnitude that fits the declared unit")
         out[name] = values
     return out
