@@ -386,17 +386,21 @@ def test_without_its_api_key_the_entsoe_feed_does_not_start(monkeypatch: pytest.
         make_feed(FeedModel(kind="entsoe", source="prices", columns={"da": "price"}, area="DE_LU", api_key_env="ENTSOE_KEY"))
 
 
-def caiso_as_zip() -> bytes:
+def oasis_zip(name: str) -> bytes:
+    """A recorded OASIS table as OASIS answers: a zip holding the CSV."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as z:
-        z.writestr("20200819_20200820_PRC_AS_DAM_20200818_13_00_00_v12.csv", (DATA / "caiso_prc_as_dam_2020-08-19.csv").read_text())
+        z.writestr(f"{name}.csv", (DATA / f"{name}.csv").read_text())
     return buffer.getvalue()
+
+
+def oasis_answer(name: str) -> tuple[bytes, dict[str, str]]:
+    return oasis_zip(name), {"Content-Type": "application/x-zip-compressed", "Content-Disposition": f"inline; filename={name}.csv.zip;"}
 
 
 def test_caiso_ancillary_prices_through_gridstatus_on_a_recorded_oasis_response(recorded: str, monkeypatch: pytest.MonkeyPatch):
     pytest.importorskip("gridstatus")
-    disposition = "inline; filename=20200819_20200820_PRC_AS_DAM_20200818_13_00_00_v12.csv.zip;"
-    Recorded.responses = {"queryname=PRC_AS": (caiso_as_zip(), {"Content-Type": "application/x-zip-compressed", "Content-Disposition": disposition})}
+    Recorded.responses = {"queryname=PRC_AS": oasis_answer("caiso_prc_as_dam_2020-08-19")}
     monkeypatch.setenv("HTTP_PROXY", recorded)  # gridstatus asks http://oasis.caiso.com: the proxy answers from the recording
     monkeypatch.setenv("NO_PROXY", "")
     feed = GridStatusFeed("CAISO", "as_prices", "DAM", "AS_CAISO_EXP", pause_s=0)  # the library's 4 s courtesy pause off
@@ -407,3 +411,17 @@ def test_caiso_ancillary_prices_through_gridstatus_on_a_recorded_oasis_response(
     assert frame["Regulation Up"].iloc[0] == 8.5 and frame["Regulation Down"].iloc[17] == 6.0 + 0.5 * 17
     text = delivery_csv(frame, {"regup": "Regulation Up"}, SourceModel(file="x", time_column="t", columns={}), {"regup": Column("ru", "per_mw_h")})
     assert text.splitlines()[1] == "2020-08-19T00:00:00-07:00,8.5"
+
+
+def test_caiso_day_ahead_lmp_through_gridstatus_on_a_recorded_oasis_response(recorded: str, monkeypatch: pytest.MonkeyPatch):
+    pytest.importorskip("gridstatus")
+    Recorded.responses = {"queryname=PRC_LMP": oasis_answer("caiso_prc_lmp_dam_2020-08-19")}
+    monkeypatch.setenv("HTTP_PROXY", recorded)
+    monkeypatch.setenv("NO_PROXY", "")
+    feed = GridStatusFeed("CAISO", "lmp", "DAY_AHEAD_HOURLY", "TH_NP15_GEN-APND", pause_s=0)
+    start = pd.Timestamp("2020-08-19", tz="US/Pacific")
+    frame = feed.fetch(start, start + pd.Timedelta(days=1))
+    assert "node=TH_NP15_GEN-APND" in Recorded.seen[0]
+    assert len(frame) == 24 and frame["LMP"].iloc[18] == 92.4
+    np.testing.assert_allclose(frame["Energy"] + frame["Congestion"] + frame["Loss"], frame["LMP"])  # LMP = energy + congestion + loss
+

@@ -56,7 +56,8 @@ class GridStatusFeed:
             raise InputError("daemon.market_data.feeds", "area", iso, "a gridstatus ISO class such as CAISO, ERCOT, PJM")
         if location is None:
             raise InputError("daemon.market_data.feeds", "location", None, "the node, hub or region the prices are for")
-        self.iso, self.query, self.market, self.location = cls(), query, market, location
+        self.iso, self.query, self.location = cls(), query, location
+        self.market = gridstatus.Markets(market) if query == "lmp" else market  # get_lmp takes the library's enum
         self.options = {} if pause_s is None else {"sleep": pause_s}  # the library's own pause after a request (rate limits)
 
     def fetch(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
