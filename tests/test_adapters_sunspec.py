@@ -201,3 +201,29 @@ async def test_a_dropped_connection_is_reopened_on_the_next_poll() -> None:
                 await asyncio.sleep(0.25)  # the link's own reconnect back-off
         adapter.link.close()
     assert telemetry is not None and telemetry.soc == pytest.approx(0.5)
+
+
+async def test_a_setpoint_goes_ahead_of_a_queued_poll_cycle_on_a_shared_link() -> None:
+    """Twenty units behind one gateway: a whole cycle of reads is queued when the setpoint is issued; the
+    write takes the link's next turn, so it is acknowledged after at most a couple of the reads, not after all."""
+    units = [sim_unit() for _ in range(20)]
+    async with gateway(*units) as server:
+        link = ModbusLink("127.0.0.1", server.port, 2.0)
+        adapters = [SunSpecAdapter(f"u{i}", link, i) for i in range(1, 21)]
+        await asyncio.gather(*(a.read() for a in adapters))  # discovered: a read is now one poll's requests
+        done: list[str] = []
+
+        async def read(adapter: SunSpecAdapter) -> None:
+            await adapter.read()
+            done.append("read")
+
+        async def write() -> None:
+            await asyncio.sleep(0)  # issued once every read of the cycle is queued
+            await adapters[0].write(setpoint("u1", 30.0, valid_s=30))
+            done.append("write")
+
+        await asyncio.gather(*(read(a) for a in adapters), write())
+        link.close()
+    assert done.index("write") <= 2, done
+    assert units[0].setpoint_kw == pytest.approx(30.0)
+    assert done.count("read") == 20
