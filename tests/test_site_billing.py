@@ -96,3 +96,61 @@ def test_a_sites_rows_are_recorded_once_and_a_different_re_settlement_is_refused
                 record_settlements(engine, empty, sites=pd.DataFrame([{**row, "import_wh": 10_124}]))
         finally:
             engine.dispose()
+
+
+def test_an_unmetered_site_s_demand_saving_is_the_month_s_once_not_one_per_interval(tmp_path) -> None:
+    """The daemon's settlement of the Guangdong example (retail sites without meters, a demand charge):
+    eight quarter-hours of metered battery energy, settled one by one as the daemon does. Per site, the
+    demand-charge saving booked sums to charge × (the peak import without the batteries − with them) over
+    those intervals, recomputed here from the configured load − PV; a booking of each interval's own peak
+    reduction would sum to about eight times that. And the TOU saving is the bill's, interval by interval."""
+    from optimizers.problem import build_problem
+    from vpp.config import load_config
+    from vpp.daemon.clock import Clock
+    from vpp.daemon.settle import Settler
+    from vpp.daemon.store import Store, energy
+    from vpp.ledger.store import read_settlements
+    from tests.cli import ROOT
+
+    cfg = load_config(ROOT / "config/examples/guangdong_ci.yaml")
+    start = pd.Timestamp("2017-07-19T02:00:00Z")  # 10:00 in Shanghai: a peak-price morning
+    starts = pd.date_range(start, periods=8, freq=cfg.interval)
+    discharge_kw = [0.3, 0.8, 1.0, 0.5, 0.2, 0.9, 0.0, 0.6]  # of each unit's rating, per interval
+    store = Store(open_database(tmp_path / "ledger.db"))
+    rows = [
+        {"bucket_start": (t + k * MIN).to_pydatetime(), "unit_id": u.id, "energy_kwh": share * u.max_discharge_kw / 60.0, "covered_s": 60.0, "dispatch_s": 60.0}
+        for t, share in zip(starts, discharge_kw)
+        for k in range(15)
+        for u in cfg.units
+    ]
+    with store.engine.begin() as conn:
+        conn.execute(energy.insert(), rows)
+    settler = Settler(cfg, store, Clock.create(1.0, starts[-1] + cfg.interval))
+    for t in starts:
+        settler.settle_interval(t)
+    ledger = read_settlements(store.engine)
+    sites = site_energy_rows(store.engine, starts[0], starts[-1] + cfg.interval)
+    store.close()
+
+    problem = build_problem(cfg.fleet, cfg.market, starts)
+    dt_h = cfg.interval.total_seconds() / 3600.0
+    checked = 0
+    for s, site in enumerate(cfg.fleet.sites):
+        units = [u for u in cfg.units if u.site_id == site.id]
+        if site.market != "retail" or site.tariff is None or not units or site.tariff.demand_charge_per_kw_month <= 0:
+            continue
+        battery_kw = [share * sum(u.max_discharge_kw for u in units) for share in discharge_kw]
+        base = [max(float(x), 0.0) for x in problem.site_net_load_kw[s]]
+        with_battery = [max(float(x) - b, 0.0) for x, b in zip(problem.site_net_load_kw[s], battery_kw)]
+        floor = site.demand_peak_so_far_kw
+        saving = Fraction(Decimal(str(site.tariff.demand_charge_per_kw_month))) * (Fraction(max([floor, *base])) - Fraction(max([floor, *with_battery])))
+        booked = ledger[(ledger["site_id"] == site.id) & (ledger["stream"] == "demand_charge_savings")]["amount_minor"].sum()
+        wh_kw = Fraction(1, 2) / 1000 / Fraction(dt_h)  # a peak read from energy rounded to the Wh moves by up to this
+        assert abs(booked - saving * 100) <= 1 + 2 * wh_kw * Fraction(Decimal(str(site.tariff.demand_charge_per_kw_month))) * 100, (site.id, booked, float(saving * 100))
+        mine = sites[sites["site_id"] == site.id].set_index("interval_start")
+        assert (mine["source"] == "model").all() and len(mine) == len(starts)
+        tou = ledger[(ledger["site_id"] == site.id) & (ledger["stream"] == "tou_savings")].groupby("interval_start")["amount_minor"].sum()
+        assert tou.reindex(mine.index, fill_value=0).tolist() == (mine["baseline_bill_minor"] - mine["bill_minor"]).tolist()
+        assert all(abs(got - b * dt_h * 1000) <= 0.5 + 1e-6 for got, b in zip(mine["baseline_import_wh"], base))  # the load, to the Wh
+        checked += 1
+    assert checked >= 2

@@ -41,7 +41,7 @@ import pandas as pd
 
 from vpp.ledger.money import round_minor
 
-COUNTERS, POWER = "counters", "power"
+COUNTERS, POWER, MODEL = "counters", "power", "model"
 JUMP_TOLERANCE = 1.5  # a counter may move this much more than the connection's rating over the interval (short overloads)
 
 
@@ -82,6 +82,13 @@ def interval_energy(buckets: pd.DataFrame, start: pd.Timestamp, end: pd.Timestam
             return IntervalEnergy(integrated["import_kwh"], integrated["export_kwh"], POWER, flag)
         counted[name] = _wh(values[-1] - values[0])
     return IntervalEnergy(counted["import_kwh"], counted["export_kwh"], COUNTERS)
+
+
+def modelled_energy(net_load_kw: float, battery_wh: int, length: pd.Timedelta) -> IntervalEnergy:
+    """An unmetered site's import/export in an interval: its configured load − PV (``net_load_kw``, the
+    interval's mean) less its batteries' metered net discharge, netted over the interval as its plan was."""
+    flow_wh = battery_wh - _wh(net_load_kw * length.total_seconds() / 3600.0)  # + export at the connection
+    return IntervalEnergy(max(-flow_wh, 0), max(flow_wh, 0), MODEL)
 
 
 def _merged(buckets: pd.DataFrame) -> pd.DataFrame:

@@ -64,7 +64,7 @@ site_energy = sa.Table(
     sa.Column("baseline_export_wh", sa.BigInteger, nullable=False),
     sa.Column("bill_minor", sa.BigInteger, nullable=False),  # energy charges with the battery
     sa.Column("baseline_bill_minor", sa.BigInteger, nullable=False),  # and without it
-    sa.Column("source", sa.String(16), nullable=False),  # counters | power (the flagged fallback)
+    sa.Column("source", sa.String(16), nullable=False),  # counters | power (the flagged fallback) | model (unmetered: load − PV)
     sa.Column("flag", sa.String(256), nullable=False),  # why the counters were not used ("" when they were)
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint("site_id", "interval_start", name="site_energy_site_interval"),
