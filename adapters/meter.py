@@ -87,7 +87,7 @@ class SunSpecMeterReader(MeterReader):
         try:
             layout, model_id, blocks = self._layout or await self._discover()
             now = utcnow()
-            view = _view(model_id, layout, await self.link.read_blocks(self.slave_id, blocks))
+            view = _view(model_id, layout, await self.link.read_blocks(self.slave_id, blocks, control=True))
             if (view.raw("ID"), view.raw("L")) != (model_id, layout.models[model_id][1]):
                 raise AdapterError(f"meter model {model_id} header moved: layout changed or garbage")
         except AdapterError:
@@ -116,7 +116,7 @@ class MapMeterReader(MeterReader):
 
     async def read(self) -> MeterReading:
         now = utcnow()
-        window = await self.link.read_blocks(self.slave_id, self._blocks)
+        window = await self.link.read_blocks(self.slave_id, self._blocks, control=True)
 
         def value(role: str) -> float | None:
             point = getattr(self.map.points, role)

@@ -2,10 +2,12 @@
 
 Gateways to RS-485 buses accept few TCP connections and answer one request at a
 time, so every unit on a host:port shares one pymodbus client. Requests take
-turns on the link, setpoint writes before reads: a poll cycle queues a read for
-every unit behind the gateway at once, and pymodbus' own lock is first come,
-first served, so a control tick's writes would otherwise wait behind a whole
-poll cycle (OpenEMS' Modbus bridge likewise runs its write tasks first).
+turns on the link, the control loop's first — setpoint writes and the site
+meter's reads (its output and its input) — then the units' telemetry polls: a
+poll cycle queues a read for every unit behind the gateway at once, and
+pymodbus' own lock is first come, first served, so a control tick's writes
+would otherwise wait behind a whole poll cycle (OpenEMS' Modbus bridge likewise
+runs its write tasks first).
 Reconnection has its own back-off here; per-device back-off is the adapters' business. Every failure surfaces as ``AdapterError``
 naming host, port, slave and registers.
 """
@@ -34,7 +36,7 @@ class ModbusRefused(AdapterError):
     """The device answered with a Modbus exception (e.g. illegal address) instead of data."""
 
 
-WRITE, READ = 0, 1  # turn priorities: lower goes first
+CONTROL, POLL = 0, 1  # turn priorities: lower goes first
 
 
 class Turns:
@@ -86,9 +88,10 @@ class ModbusLink:
     def name(self) -> str:
         return f"{self.host}:{self.port}"
 
-    async def read(self, slave_id: int, function: int, address: int, count: int) -> list[int]:
-        """Read ``count`` registers with function 3 (holding) or 4 (input)."""
-        async with self._turns.turn(READ):
+    async def read(self, slave_id: int, function: int, address: int, count: int, *, control: bool = False) -> list[int]:
+        """Read ``count`` registers with function 3 (holding) or 4 (input); ``control``: the control loop's
+        input (a site meter), which takes its turn with the setpoints, ahead of the telemetry polls."""
+        async with self._turns.turn(CONTROL if control else POLL):
             client = await self._connected()
             call = client.read_holding_registers if function == 3 else client.read_input_registers
             response = await self._execute(call(address, count=count, device_id=slave_id), slave_id, f"read {address}+{count}")
@@ -97,16 +100,16 @@ class ModbusLink:
             raise AdapterError(f"modbus {self.name} slave {slave_id}: read {address}+{count} returned {len(registers)} registers")
         return registers
 
-    async def read_blocks(self, slave_id: int, blocks: Sequence[Span]) -> RegisterWindow:
+    async def read_blocks(self, slave_id: int, blocks: Sequence[Span], *, control: bool = False) -> RegisterWindow:
         """One request per planned block (see ``batching.plan_reads``)."""
         window = RegisterWindow()
         for block in blocks:
-            window.add(block, await self.read(slave_id, block.function, block.address, block.count))
+            window.add(block, await self.read(slave_id, block.function, block.address, block.count, control=control))
         return window
 
     async def write(self, slave_id: int, address: int, values: Sequence[int], function: int = 16) -> None:
         """Write registers with function 16, or a single register with function 6."""
-        async with self._turns.turn(WRITE):
+        async with self._turns.turn(CONTROL):
             client = await self._connected()
             if function == 6:
                 request = client.write_register(address, values[0], device_id=slave_id)

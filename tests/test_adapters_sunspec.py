@@ -203,9 +203,11 @@ async def test_a_dropped_connection_is_reopened_on_the_next_poll() -> None:
     assert telemetry is not None and telemetry.soc == pytest.approx(0.5)
 
 
-async def test_a_setpoint_goes_ahead_of_a_queued_poll_cycle_on_a_shared_link() -> None:
-    """Twenty units behind one gateway: a whole cycle of reads is queued when the setpoint is issued; the
-    write takes the link's next turn, so it is acknowledged after at most a couple of the reads, not after all."""
+@pytest.mark.parametrize("urgent", ["setpoint", "meter read"])
+async def test_the_control_loop_goes_ahead_of_a_queued_poll_cycle_on_a_shared_link(urgent: str) -> None:
+    """Twenty units behind one gateway: a whole cycle of reads is queued when a setpoint (the loop's output)
+    or a site meter's read (its input) is issued; it takes the link's next turn, so it is done after at
+    most a couple of the reads, not after all of them."""
     units = [sim_unit() for _ in range(20)]
     async with gateway(*units) as server:
         link = ModbusLink("127.0.0.1", server.port, 2.0)
@@ -217,13 +219,17 @@ async def test_a_setpoint_goes_ahead_of_a_queued_poll_cycle_on_a_shared_link() -
             await adapter.read()
             done.append("read")
 
-        async def write() -> None:
+        async def control() -> None:
             await asyncio.sleep(0)  # issued once every read of the cycle is queued
-            await adapters[0].write(setpoint("u1", 30.0, valid_s=30))
-            done.append("write")
+            if urgent == "setpoint":
+                await adapters[0].write(setpoint("u1", 30.0, valid_s=30))
+            else:
+                await link.read(1, 3, 40000, 4, control=True)
+            done.append(urgent)
 
-        await asyncio.gather(*(read(a) for a in adapters), write())
+        await asyncio.gather(*(read(a) for a in adapters), control())
         link.close()
-    assert done.index("write") <= 2, done
-    assert units[0].setpoint_kw == pytest.approx(30.0)
+    assert done.index(urgent) <= 2, done
     assert done.count("read") == 20
+    if urgent == "setpoint":
+        assert units[0].setpoint_kw == pytest.approx(30.0)
