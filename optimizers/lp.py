@@ -580,7 +580,7 @@ def _deadline(h: highspy.Highs, seconds: float) -> float:
 
 
 def _mip_limit(seconds: float) -> float:
-    """Branch-and-bound's time limit: HiGHS (1.16) counts it from the start of the MIP solve, not over
+    """Branch-and-bound's time limit: HiGHS (1.16) measured it from the start of the MIP solve, not over
     the instance's life as for LPs. Given as a deadline (``_deadline``) it let a 10-unit solve run the
     LPs' time before it past the limit (12 s limit: 13.7 s; docs/architecture.md, decision 24)."""
     return float(seconds)
