@@ -8,6 +8,7 @@ highspy (what the solver alone needs for the simplest model of that size).
     python bench/optimizer.py                                  # 1, 2, 5, 10, 20, 40, 100, 1000 units, 5 s limit
     python bench/optimizer.py --sizes 5 20 --time-limit 60     # a subset, a longer limit
     python bench/optimizer.py --json                           # one JSON object per line
+    python bench/optimizer.py --sizes 2 --fleet-seed 1         # another random fleet of the same kind
 """
 
 from __future__ import annotations
@@ -79,18 +80,19 @@ def fleet_problem(n_units: int, seed: int = 7):
     return build_problem(Fleet(sites, tuple(units)), market, index)
 
 
-def run_full(n_units: int, time_limit_s: float, mip_gap: float) -> dict:
+def run_full(n_units: int, time_limit_s: float, mip_gap: float, fleet_seed: int = 7) -> dict:
     from optimizers.model import optimize
     from vpp.schedule import SolverOptions
 
     t0 = time.perf_counter()
-    problem = fleet_problem(n_units)
+    problem = fleet_problem(n_units, fleet_seed)
     prep = time.perf_counter() - t0
     schedule = optimize(problem, SolverOptions(time_limit_s=time_limit_s, mip_gap=mip_gap))
     st = schedule.stats
     return {
         "case": "co-optimization",
         "units": n_units,
+        "fleet_seed": fleet_seed,
         "prepare_s": prep,
         "build_s": st.build_time_s,
         "solve_s": st.solve_time_s,
@@ -107,7 +109,7 @@ def run_full(n_units: int, time_limit_s: float, mip_gap: float) -> dict:
     }
 
 
-def run_floor(n_units: int, time_limit_s: float, mip_gap: float) -> dict:
+def run_floor(n_units: int, time_limit_s: float, mip_gap: float, fleet_seed: int = 7) -> dict:
     """Energy-only LP (ch, dis, soc; balance rows) assembled by hand and passed straight to highspy."""
     import highspy
     import scipy.sparse as sp
@@ -115,7 +117,7 @@ def run_floor(n_units: int, time_limit_s: float, mip_gap: float) -> dict:
     from optimizers.lp import new_highs
 
     t0 = time.perf_counter()
-    p = fleet_problem(n_units)
+    p = fleet_problem(n_units, fleet_seed)
     U, T = p.shape
     dt = p.dt_h
     n = U * T
@@ -148,8 +150,8 @@ def run_floor(n_units: int, time_limit_s: float, mip_gap: float) -> dict:
     return {"case": "energy-only LP, raw highspy", "units": n_units, "build_s": build, "solve_s": solve, "total_s": time.perf_counter() - t0, "gap": 0.0, "status": h.modelStatusToString(h.getModelStatus()), "vars": 3 * n, "rows": n, "integers": 0}
 
 
-def child(kind: str, n_units: int, time_limit_s: float, mip_gap: float) -> None:
-    result = (run_full if kind == "full" else run_floor)(n_units, time_limit_s, mip_gap)
+def child(kind: str, n_units: int, time_limit_s: float, mip_gap: float, fleet_seed: int) -> None:
+    result = (run_full if kind == "full" else run_floor)(n_units, time_limit_s, mip_gap, fleet_seed)
     result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
@@ -159,19 +161,20 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="*", default=[1, 2, 5, 10, 20, 40, 100, 1000])
     ap.add_argument("--time-limit", type=float, default=5.0, help="seconds per solve (default 5)")
     ap.add_argument("--mip-gap", type=float, default=1e-3, help="relative gap that ends a solve early (default 0.1 %%)")
+    ap.add_argument("--fleet-seed", type=int, default=7, help="random fleet to draw (default 7, the figures in docs/architecture.md)")
     ap.add_argument("--floor", action="store_true", help="also the energy-only LP in raw highspy")
     ap.add_argument("--json", action="store_true", help="one JSON object per case, nothing else")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "UNITS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child[0], int(args.child[1]), args.time_limit, args.mip_gap)
+        child(args.child[0], int(args.child[1]), args.time_limit, args.mip_gap, args.fleet_seed)
         return
     if not args.json:
         print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; time limit {args.time_limit:g} s, MIP gap {args.mip_gap:g}", flush=True)
         print(f"{'case':<30}{'units':>6}{'build s':>9}{'solve s':>9}{'total s':>9}{'peak MB':>9}{'gap':>9}  {'status':<10}{'vars':>9}{'rows':>9}{'ints':>6}", flush=True)
     for n in args.sizes:
         for kind in ("full", "floor") if args.floor else ("full",):
-            out = subprocess.run([sys.executable, __file__, "--child", kind, str(n), "--time-limit", str(args.time_limit), "--mip-gap", str(args.mip_gap)], capture_output=True, text=True, check=True)
+            out = subprocess.run([sys.executable, __file__, "--child", kind, str(n), "--time-limit", str(args.time_limit), "--mip-gap", str(args.mip_gap), "--fleet-seed", str(args.fleet_seed)], capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             if args.json:
                 print(json.dumps(r), flush=True)

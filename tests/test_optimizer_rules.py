@@ -7,6 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from optimizers.model import build_model, optimize
 from tests.builders import START, dr_event, flat_tariff, hours, market, problem, product, series, unit, wholesale_site
@@ -222,3 +224,34 @@ def test_the_expected_deployment_of_up_reserve_pays_degradation(degradation, off
     expected = -degradation / 1000.0 * (s.discharge_kw + 0.5 * held).sum() * p.dt_h
     assert s.revenue.get("degradation", 0.0) == pytest.approx(expected, abs=1e-6)
     assert s.total_revenue == pytest.approx(s.stats.objective, abs=1e-6)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    n_units=st.integers(1, 3),
+    prices=st.lists(st.floats(-20.0, 150.0), min_size=6, max_size=6),
+    reserve=st.lists(st.floats(0.0, 60.0), min_size=18, max_size=18),
+    above=st.sampled_from([100.0, 200.0, 400.0]),
+    soc=st.floats(0.2, 0.8),
+)
+def test_throughput_rows_cut_the_relaxation_and_no_plan(n_units, prices, reserve, above, soc):
+    # A fleet too small to reach a bid's minimum from idle gets rows that make a partial minimum bid
+    # cost throughput (reserves._throughput_rows). They must be valid: the whole model's optimum with
+    # them equals its optimum with their bounds dropped, and the relaxation can only come down.
+    idx = hours(6)
+    units = [unit(f"u{i}", max_charge_kw=100.0 + 40 * i, max_discharge_kw=120.0 + 30 * i, energy_kwh=300.0, initial_soc=soc) for i in range(n_units)]
+    min_kw = sum(u.max_discharge_kw for u in units) + above  # above the fleet's idle room both ways
+    kinds = (("reg_up", ProductKind.REGULATION_UP), ("spin", ProductKind.SPINNING_RESERVE), ("reg_down", ProductKind.REGULATION_DOWN))
+    products = [product(pid, kind, reserve[6 * k : 6 * k + 6], idx, min_bid_kw=min_kw, increment_kw=100.0, deployment_fraction=0.1) for k, (pid, kind) in enumerate(kinds)]
+    p = problem(units, [wholesale_site()], market(prices, idx, products), idx)
+    b = build_model(p, EXACT)
+    rows = [blk for blk in b.lm.row_blocks if blk.name.startswith("throughput_for_")]
+    assert len(rows) == 2, "every minimum here is above the fleet's idle room: rows for up- and down-bids"
+    with_rows = b.lm.solve(60.0, 1e-9)
+    without = build_model(p, EXACT)
+    for blk in rows:
+        without.lm.release(np.arange(blk.start, blk.start + blk.size))
+    plain = without.lm.solve(60.0, 1e-9)
+    assert with_rows.status == plain.status == "optimal"
+    assert with_rows.objective == pytest.approx(plain.objective, abs=1e-6, rel=1e-7)
+    assert b.lm.session(60.0, 1e-9).relax().objective <= without.lm.session(60.0, 1e-9).relax().objective + 1e-6
