@@ -45,6 +45,16 @@ async def status(port: int) -> dict | None:
     return await asyncio.to_thread(get, port, "/status")
 
 
+@pytest.fixture
+def mosquitto(tmp_path: Path):
+    """A broker that keeps sessions across its restart, as a production one does (deploy/mosquitto)."""
+    (tmp_path / "broker").mkdir()
+    broker = Mosquitto(tmp_path / "broker", persistence=True)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
 async def test_plans_flow_down_reports_flow_up_and_nothing_is_lost_or_counted_twice(tmp_path: Path, mosquitto: Mosquitto) -> None:
     plant_file, gateway_files = write_plant(tmp_path, mosquitto.port, SITES, fallback={"north": "local"})
     cfgs = {s: load_config(p) for s, p in gateway_files.items()}
@@ -113,8 +123,9 @@ async def test_plans_flow_down_reports_flow_up_and_nothing_is_lost_or_counted_tw
         central.wait(5)
         await until(lambda: _all(modes(), "cached"), 10, "gateways on their cached plans")
         await until(lambda: _modes_are(modes(), {"north": "local", "south": "idle", "east": "idle"}), 20, "the fallback once the cached plans expired")
+        await asyncio.sleep(0.6)  # a tick or two on the cleared schedule
         st = await status(ports["south"])
-        assert all(u["commanded_kw"] in (0.0, None) for u in st["units"].values()), st["units"]
+        assert st["central"]["mode"] == "idle" and all(u["commanded_kw"] in (0.0, None) for u in st["units"].values()), st["units"]
 
         # 4. the central restarts and resumes; plans flow again
         central = start(["central", "-c", str(plant_file)], tmp_path / "central.log")
@@ -124,8 +135,6 @@ async def test_plans_flow_down_reports_flow_up_and_nothing_is_lost_or_counted_tw
         mosquitto.stop()
         await asyncio.sleep(4.0)
         mosquitto.start()
-        for sim in sims:  # the simulated devices reconnect by themselves; give them the moment
-            pass
         await until(lambda: _outboxes_empty(ports), 40, "every outbox replayed")
         await until(lambda: _all(modes(), "central"), 30, "central plans after the broker came back")
         await asyncio.sleep(1.0)
@@ -144,6 +153,7 @@ async def test_plans_flow_down_reports_flow_up_and_nothing_is_lost_or_counted_tw
     assert commanded and all(abs(kw) <= rating[uid] + 1e-6 for uid, kw in commanded)
 
     plant_db = tmp_path / "plant.db"
+    ledger_rows = 0
     for site, cfg in cfgs.items():
         gw_db = cfg.path.with_suffix(".db")
         # every telemetry sample arrived (no gap across the outage or the central's death), none twice
@@ -162,7 +172,9 @@ async def test_plans_flow_down_reports_flow_up_and_nothing_is_lost_or_counted_tw
         unit = cfg.units[0].id
         gw_ledger = {r for r in rows(gw_db, "SELECT unit_id, interval_start, stream, amount_minor FROM settlements") if pd.Timestamp(r[1], tz="UTC") in expected}
         central_ledger = set(rows(plant_db, "SELECT unit_id, interval_start, stream, amount_minor FROM settlements WHERE unit_id=:u", u=unit))
-        assert gw_ledger == central_ledger and gw_ledger, site
+        assert gw_ledger == central_ledger, site
+        ledger_rows += len(gw_ledger)
+    assert ledger_rows > 0  # some site's plan moved energy: the comparison compared something
 
 
 async def _all(modes_coro, mode: str) -> bool:

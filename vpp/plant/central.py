@@ -43,6 +43,7 @@ from vpp.plant.plans import site_plan
 
 log = logging.getLogger(__name__)
 
+SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker queues what the gateways send while the central is down, this long
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)
 
 
@@ -85,7 +86,7 @@ class Central:
         self.site_of = {uid: s.id for s in plant.sites for uid in s.unit_ids}
         self.reoptimizer = Reoptimizer(self.cfg, c.solve_time_limit_s)
         leaves = ("telemetry", "interval", "heartbeat", "status")
-        self.session = MqttSession(c.broker, c.broker.client_id, [f"{ROOT}/site/+/{leaf}" for leaf in leaves], self._on_message, status_topic=central_topic("status"))
+        self.session = MqttSession(c.broker, c.broker.client_id, [f"{ROOT}/site/+/{leaf}" for leaf in leaves], self._on_message, status_topic=central_topic("status"), session_expiry_s=SESSION_EXPIRY_S)
         self.stop_event = asyncio.Event()
         self.plan_id = 0
         self.last_replan: dict[str, Any] = {"outcome": None}
