@@ -44,6 +44,7 @@ from vpp.plant.plans import site_plan
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker queues what the gateways send while the central is down, this long
+BATCH_S = 0.1  # telemetry is stored in batches this far apart (one transaction each)
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)
 
 
@@ -92,10 +93,11 @@ class Central:
         self.last_replan: dict[str, Any] = {"outcome": None}
         self._replan_task: asyncio.Task | None = None
         self._pending: str | None = None
+        self._batch: list[Telemetry] = []
         self._tasks: list[asyncio.Task] = []
         self._api: api.Server | None = None
         r = self.registry = CollectorRegistry()
-        self.received = Counter("vpp_central_messages_total", "Messages from gateways by kind and outcome (new, replay, rejected)", ["kind", "outcome"], registry=r)
+        self.received = Counter("vpp_central_messages_total", "Gateway messages by kind and outcome (new, replay, rejected; telemetry counted in unit rows)", ["kind", "outcome"], registry=r)
         self.latency = Histogram("vpp_central_ingest_latency_seconds", "Telemetry: sample time at the gateway to stored at the central (wall)", buckets=LATENCY_BUCKETS, registry=r)
         self.replans = Counter("vpp_central_replans_total", "Plant re-plans by outcome", ["outcome"], registry=r)
         Gauge("vpp_central_sites_online", "Sites online", registry=r).set_function(lambda: sum(s.online for s in self.sites.values()))
@@ -139,6 +141,7 @@ class Central:
             self._replan_task.cancel()
         await asyncio.gather(*self._tasks, *([self._replan_task] if self._replan_task else []), return_exceptions=True)
         await self.session.stop()
+        self._flush()  # what arrived before the session closed
         self.reoptimizer.close()
         await asyncio.to_thread(self.store.close)
         log.info("central stopped")
@@ -171,18 +174,29 @@ class Central:
             if site.plan_id is not None and msg.plan_id == site.plan_id and site.plan_delivered_at is None:
                 site.plan_delivered_at = time.monotonic()
         elif isinstance(msg, Telemetry):
-            self.store.submit(self._store_telemetry, site, msg)
-        else:
-            self.store.submit(self._store_interval, site, msg)
-
-    def _store_telemetry(self, site: SiteView, msg: Telemetry) -> None:
-        new = ingest.ingest_telemetry(self.store.engine, msg, self.clock.wall())
-        self.received.labels("telemetry", "new" if new else "replay").inc()
-        if new:
-            self.latency.observe((self.clock.wall() - pd.Timestamp(msg.sampled_at)).total_seconds())
             if site.last_sample is None or pd.Timestamp(msg.sampled_at) >= site.last_sample:
                 site.last_sample, site.mode = pd.Timestamp(msg.sampled_at), msg.mode
                 site.soc = {u.id: u.soc for u in msg.units}
+            self._batch.append(msg)
+            if len(self._batch) == 1:  # the first of a batch: store it all soon, in one transaction
+                asyncio.get_running_loop().call_later(BATCH_S, self._flush)
+        else:
+            self.store.submit(self._store_interval, site, msg)
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        if batch:
+            self.store.submit(self._store_telemetry, batch)
+
+    def _store_telemetry(self, batch: list[Telemetry]) -> None:
+        """Database thread: one transaction for the batch; the latency is sample to stored."""
+        wall = self.clock.wall()
+        new = ingest.ingest_telemetry(self.store.engine, batch, wall)
+        rows = sum(len(m.units) for m in batch)
+        self.received.labels("telemetry", "new").inc(new)
+        self.received.labels("telemetry", "replay").inc(rows - new)
+        for m in batch:
+            self.latency.observe((wall - pd.Timestamp(m.sampled_at)).total_seconds())
 
     def _store_interval(self, site: SiteView, record: IntervalRecord) -> None:
         try:
@@ -249,8 +263,8 @@ class Central:
             trigger, self._pending = self._pending, None
 
     async def replan(self, trigger: str) -> None:
-        started = time.monotonic()
-        now = self.clock.now()
+        started, started_wall = time.monotonic(), self.clock.wall()
+        now = self.clock.to_sim(started_wall)
         start = now.floor(self.cfg.interval)
         index = self.cfg.horizon_index(start, self.horizon)
         soc = {uid: s for site in self.sites.values() for uid, s in site.soc.items()}
@@ -277,7 +291,7 @@ class Central:
                 published += 1
             except AdapterError as err:
                 log.warning("plan %d for site %s not published: %s (the broker is down; the next re-plan sends a newer one)", plan_id, s.id, err)
-        self.last_replan = {"outcome": "ok", "trigger": trigger, "plan_id": plan_id, "solve_s": outcome.duration_s, "published": published, "total_s": time.monotonic() - started, "at": wall.isoformat()}
+        self.last_replan = {"outcome": "ok", "trigger": trigger, "plan_id": plan_id, "solve_s": outcome.duration_s, "published": published, "total_s": time.monotonic() - started, "started_at": started_wall.isoformat(), "at": wall.isoformat()}
         log.info("plant plan %d trigger=%s start=%s valid_until=%s sites=%d/%d solve_s=%.2f", plan_id, trigger, start.isoformat(), valid_until.isoformat(), published, len(self.sites), outcome.duration_s)
 
     async def _beat_loop(self) -> None:

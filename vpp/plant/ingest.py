@@ -74,14 +74,16 @@ def _insert_new(conn: Connection, table: sa.Table, keys: Sequence[str], records:
     return int(conn.execute(stmt, records).rowcount)
 
 
-def ingest_telemetry(engine: Engine, message: Telemetry, received_at: pd.Timestamp) -> bool:
-    """Store one sample; False when it was there already (a replay)."""
+def ingest_telemetry(engine: Engine, messages: Sequence[Telemetry], received_at: pd.Timestamp) -> int:
+    """Store a batch of samples in one transaction (the central's ingest rate is transactions, not rows);
+    returns the unit rows that were new (a replayed sample adds none)."""
     records = [
-        {"site_id": message.site, "unit_id": u.id, "sampled_at": message.sampled_at, "market_at": message.market_at, "received_at": received_at.to_pydatetime(), "soc": u.soc, "power_kw": u.power_kw, "commanded_kw": u.commanded_kw, "in_dispatch": u.in_dispatch, "mode": message.mode}
-        for u in message.units
+        {"site_id": m.site, "unit_id": u.id, "sampled_at": m.sampled_at, "market_at": m.market_at, "received_at": received_at.to_pydatetime(), "soc": u.soc, "power_kw": u.power_kw, "commanded_kw": u.commanded_kw, "in_dispatch": u.in_dispatch, "mode": m.mode}
+        for m in messages
+        for u in m.units
     ]
     with engine.begin() as conn:
-        return _insert_new(conn, plant_telemetry, ["site_id", "unit_id", "sampled_at"], records) > 0 or not records
+        return _insert_new(conn, plant_telemetry, ["site_id", "unit_id", "sampled_at"], records)
 
 
 def ingest_interval(engine: Engine, record: IntervalRecord, site_units: Sequence[str], received_at: pd.Timestamp) -> bool:
