@@ -123,3 +123,30 @@ def test_vpp_validate_checks_the_plant_file_against_its_gateway_configs(tmp_path
     assert bad.returncode == 2
     assert "daemon.central.site" in bad.stderr and "elsewhere" in bad.stderr
     assert "999 kW" in bad.stderr and "150 kW" in bad.stderr
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_the_central_ingests_a_replay_once_on_either_database(tmp_path: Path, kind: str) -> None:
+    from tests.databases import empty_database
+    from vpp.db import open_database
+    from vpp.ledger.store import settled_totals
+    from vpp.plant import ingest
+    from vpp.plant.messages import IntervalRecord, MeteredRow, SettledRow, UnitTelemetry
+
+    record = IntervalRecord(site="a", interval_start=T0.to_pydatetime(), currency="USD", rows=(SettledRow(unit_id="u0", stream="energy", amount_minor=1234), SettledRow(unit_id="u1", stream="energy", amount_minor=-5)), energy=(MeteredRow(unit_id="u0", discharged_wh=1500, charged_wh=0),))
+    sample = Telemetry(site="a", sampled_at=pd.Timestamp.now(tz="UTC").to_pydatetime(), market_at=T0.to_pydatetime(), mode="central", units=(UnitTelemetry(id="u0", soc=0.5), UnitTelemetry(id="u1", soc=0.4)))
+    with empty_database(kind, tmp_path, "plant") as url:
+        engine = open_database(url)
+        try:
+            now = pd.Timestamp.now(tz="UTC")
+            assert ingest.ingest_interval(engine, record, ["u0", "u1"], now) is True
+            assert ingest.ingest_interval(engine, record, ["u0", "u1"], now) is False  # the replay
+            assert ingest.ingest_telemetry(engine, [sample, sample], now) == 2  # a batch holding a replay
+            assert ingest.ingest_telemetry(engine, [sample], now) == 0
+            totals = settled_totals(engine, T0, T0 + STEP)
+            assert dict(zip(totals.unit_id, totals.amount_minor)) == {"u0": 1234, "u1": -5}
+            with pytest.raises(ValueError, match="no such site"):
+                ingest.ingest_interval(engine, record, ["u0"], now)  # a site reporting another's unit
+            assert ingest.counts(engine) == {"a": {"telemetry": 1, "intervals": 1}}
+        finally:
+            engine.dispose()

@@ -18,7 +18,6 @@ import asyncio
 import logging
 import signal
 import time
-from functools import partial
 from typing import Any
 
 import aiomqtt
@@ -44,6 +43,7 @@ from vpp.plant.plans import site_plan
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker queues what the gateways send while the central is down, this long
+PUBLISH_BATCH = 200  # plans in flight at once
 BATCH_S = 0.1  # telemetry is stored in batches this far apart (one transaction each)
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)
 
@@ -279,18 +279,20 @@ class Central:
         valid_until = start + pd.Timedelta(minutes=self.plant.central.plan_valid_min)
         self.plan_id += 1
         plan_id = self.plan_id
+        sites = {x.id: x for x in self.cfg.fleet.sites}
+        plans = [site_plan(outcome.schedule, sites[s.id], s.unit_ids, plan_id, wall, valid_until) for s in self.plant.sites]
+        payloads = [encode(p) for p in plans]
+        await self._db(ingest.save_plans, [(p.site, plan_id, wall, pd.Timestamp(p.valid_from), pd.Timestamp(p.valid_until), trigger, b) for p, b in zip(plans, payloads)])
+        for p in plans:
+            self.sites[p.site].plan_id, self.sites[p.site].plan_delivered_at = plan_id, None
         published = 0
-        for s in self.plant.sites:
-            plan = site_plan(outcome.schedule, next(x for x in self.cfg.fleet.sites if x.id == s.id), s.unit_ids, plan_id, wall, valid_until)
-            payload = encode(plan)
-            await asyncio.wrap_future(self.store.submit(partial(ingest.save_plan, self.store.engine, s.id, plan_id, wall, pd.Timestamp(plan.valid_from), pd.Timestamp(plan.valid_until), trigger, payload)))
-            view = self.sites[s.id]
-            view.plan_id, view.plan_delivered_at = plan_id, None
-            try:
-                await self.session.publish(site_topic(s.id, "plan"), payload, qos=1, retain=True)
-                published += 1
-            except AdapterError as err:
-                log.warning("plan %d for site %s not published: %s (the broker is down; the next re-plan sends a newer one)", plan_id, s.id, err)
+        for k in range(0, len(plans), PUBLISH_BATCH):  # concurrently, each acknowledged
+            chunk = list(zip(plans[k : k + PUBLISH_BATCH], payloads[k : k + PUBLISH_BATCH]))
+            results = await asyncio.gather(*(self.session.publish(site_topic(p.site, "plan"), b, qos=1, retain=True) for p, b in chunk), return_exceptions=True)
+            published += sum(r is None for r in results)
+            for (p, _), r in zip(chunk, results):
+                if r is not None:
+                    log.warning("plan %d for site %s not published: %s (the next re-plan sends a newer one)", plan_id, p.site, r)
         self.last_replan = {"outcome": "ok", "trigger": trigger, "plan_id": plan_id, "solve_s": outcome.duration_s, "published": published, "total_s": time.monotonic() - started, "started_at": started_wall.isoformat(), "at": wall.isoformat()}
         log.info("plant plan %d trigger=%s start=%s valid_until=%s sites=%d/%d solve_s=%.2f", plan_id, trigger, start.isoformat(), valid_until.isoformat(), published, len(self.sites), outcome.duration_s)
 

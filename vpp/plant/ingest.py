@@ -70,8 +70,8 @@ def _insert_new(conn: Connection, table: sa.Table, keys: Sequence[str], records:
     if not records:
         return 0
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).on_conflict_do_nothing(index_elements=list(keys))
-    return int(conn.execute(stmt, records).rowcount)
+    stmt = dialect.insert(table).on_conflict_do_nothing(index_elements=list(keys)).returning(table.c[keys[0]])
+    return len(conn.execute(stmt, records).all())  # RETURNING: rowcount of a many-row insert is not portable
 
 
 def ingest_telemetry(engine: Engine, messages: Sequence[Telemetry], received_at: pd.Timestamp) -> int:
@@ -101,9 +101,10 @@ def ingest_interval(engine: Engine, record: IntervalRecord, site_units: Sequence
         return _insert_new(conn, plant_intervals, ["site_id", "interval_start"], [row]) > 0
 
 
-def save_plan(engine: Engine, site_id: str, plan_id: int, issued_at: pd.Timestamp, valid_from: pd.Timestamp, valid_until: pd.Timestamp, trigger: str, payload: bytes) -> None:
+def save_plans(engine: Engine, plans: Sequence[tuple[str, int, pd.Timestamp, pd.Timestamp, pd.Timestamp, str, bytes]]) -> None:
+    """Record one re-plan's plans (site, plan id, issued, valid from, valid until, trigger, payload) at once."""
     with engine.begin() as conn:
-        conn.execute(plant_plans.insert().values(site_id=site_id, plan_id=plan_id, issued_at=issued_at.to_pydatetime(), valid_from=valid_from.to_pydatetime(), valid_until=valid_until.to_pydatetime(), trigger=trigger[:128], payload=payload))
+        conn.execute(plant_plans.insert(), [{"site_id": site, "plan_id": pid, "issued_at": issued.to_pydatetime(), "valid_from": vf.to_pydatetime(), "valid_until": vu.to_pydatetime(), "trigger": trigger[:128], "payload": payload} for site, pid, issued, vf, vu, trigger, payload in plans])
 
 
 def last_plan_id(engine: Engine) -> int:
