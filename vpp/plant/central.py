@@ -92,7 +92,7 @@ class Central:
         self.plan_id = 0
         self.last_replan: dict[str, Any] = {"outcome": None}
         self._replan_task: asyncio.Task | None = None
-        self._pending: str | None = None
+        self._pending: list[str] = []
         self._batch: list[Telemetry] = []
         self._tasks: list[asyncio.Task] = []
         self._api: api.Server | None = None
@@ -226,7 +226,7 @@ class Central:
         if site.online == online:
             return
         site.online = online
-        log.warning("site %s %s (%s)", site.id, "online" if online else "offline", why)
+        (log.info if online else log.warning)("site %s %s (%s)", site.id, "online" if online else "offline", why)
         self.request_replan(f"site {site.id} {'back' if online else 'offline'}")
 
     async def _watch_loop(self) -> None:
@@ -249,8 +249,11 @@ class Central:
             await asyncio.sleep(every)
 
     def request_replan(self, trigger: str) -> None:
+        """Re-plan soon; requests during a re-plan collapse into one more after it (a thousand sites
+        coming online are one re-plan, named by the first few)."""
         if self._replan_task is not None and not self._replan_task.done():
-            self._pending = trigger if self._pending is None else f"{self._pending}; {trigger}"
+            if trigger not in self._pending:
+                self._pending.append(trigger)
             return
         self._replan_task = asyncio.get_running_loop().create_task(self._replan_until_settled(trigger))
 
@@ -260,7 +263,8 @@ class Central:
                 await self.replan(trigger)
             except Exception:
                 log.exception("plant re-plan failed; the plans sent stay in force at the gateways")
-            trigger, self._pending = self._pending, None
+            pending, self._pending = self._pending, []
+            trigger = ("; ".join(pending[:3]) + (f"; and {len(pending) - 3} more" if len(pending) > 3 else "")) if pending else None
 
     async def replan(self, trigger: str) -> None:
         started, started_wall = time.monotonic(), self.clock.wall()
