@@ -17,6 +17,7 @@ from pathlib import Path
 
 import aiomqtt
 import pandas as pd
+import psutil
 import pytest
 import sqlalchemy as sa
 
@@ -25,6 +26,7 @@ from tests.conftest import Mosquitto
 from tests.daemon_rig import wait_for
 from tests.plant_rig import get, start, write_plant
 from vpp.config import load_config
+from vpp.daemon.orphans import MARK, config_key
 from vpp.plant.messages import SitePlan, site_topic
 
 pytestmark = pytest.mark.asyncio
@@ -149,6 +151,11 @@ async def test_plans_flow_down_reports_flow_up_and_nothing_is_lost_or_counted_tw
         for sim in sims:
             await sim.stop()
 
+    # the killed central's solver worker was swept by the restarted one; nothing of the plant is left running
+    key = config_key(plant_file)
+    left = [p.pid for p in psutil.process_iter() if _owner(p).startswith(key)]
+    assert left == []
+
     # no command ever outside a unit's rating
     assert commanded and all(abs(kw) <= rating[uid] + 1e-6 for uid, kw in commanded)
 
@@ -175,6 +182,13 @@ async def test_plans_flow_down_reports_flow_up_and_nothing_is_lost_or_counted_tw
         assert gw_ledger == central_ledger, site
         ledger_rows += len(gw_ledger)
     assert ledger_rows > 0  # some site's plan moved energy: the comparison compared something
+
+
+def _owner(process: psutil.Process) -> str:
+    try:
+        return process.environ().get(MARK, "")
+    except (psutil.Error, OSError):
+        return ""
 
 
 async def _all(modes_coro, mode: str) -> bool:

@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from adapters.mqtt_session import MqttSession
 from vpp.config import to_utc
-from vpp.daemon import api
+from vpp.daemon import api, orphans
 from vpp.daemon.clock import Clock
 from vpp.daemon.reoptimize import Reoptimizer, initial_soc, outage_overrides
 from vpp.daemon.store import Store
@@ -80,6 +80,8 @@ class Central:
     def __init__(self, plant: Plant) -> None:
         self.plant, c = plant, plant.central
         self.cfg = plant.cfg
+        orphans.sweep(plant.path)  # the solver worker of a central killed before it could arm itself
+        orphans.mark_children(plant.path)
         self.store = Store(open_database(plant.database_target()))
         self.clock = Clock.create(c.clock.speed, to_utc(c.clock.sim_start, self.cfg.timezone) if c.clock.sim_start else None, c.clock.wall_start)
         self.horizon = self.cfg.horizon
