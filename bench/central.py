@@ -208,6 +208,7 @@ async def bench(gateways: int, units: int, seconds: float, replan_timeout_s: flo
         finally:
             stop.set()
             watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)  # its connection closed before the broker goes
             for p in publishers:
                 p.terminate()
             central.terminate()
