@@ -26,6 +26,7 @@ from tests.conftest import Mosquitto
 from tests.daemon_rig import wait_for
 from tests.plant_rig import get, start, write_plant
 from vpp.config import load_config
+from vpp.daemon.clock import utc
 from vpp.daemon.orphans import MARK, config_key
 from vpp.plant.messages import SitePlan, site_topic
 
@@ -164,7 +165,7 @@ async def test_plans_flow_down_reports_flow_up_and_nothing_is_lost_or_counted_tw
     for site, cfg in cfgs.items():
         gw_db = cfg.path.with_suffix(".db")
         # every telemetry sample arrived (no gap across the outage or the central's death), none twice
-        samples = [pd.Timestamp(t) for (t,) in rows(plant_db, "SELECT DISTINCT sampled_at FROM plant_telemetry WHERE site_id=:s ORDER BY sampled_at", s=site)]
+        samples = [utc(t) for (t,) in rows(plant_db, "SELECT DISTINCT sampled_at FROM plant_telemetry WHERE site_id=:s ORDER BY sampled_at", s=site)]
         gaps = [(b - a).total_seconds() for a, b in zip(samples, samples[1:])]
         assert len(samples) > 20 and max(gaps) < 1.5, (site, max(gaps))
         dup = rows(plant_db, "SELECT count(*) - count(DISTINCT unit_id || sampled_at) FROM plant_telemetry WHERE site_id=:s", s=site)[0][0]
@@ -172,12 +173,12 @@ async def test_plans_flow_down_reports_flow_up_and_nothing_is_lost_or_counted_tw
         # every interval the gateway settled and sent is at the central; the ledgers agree to the minor unit
         sent = rows(gw_db, "SELECT value FROM plant_state WHERE key='intervals_sent'")[0][0]
         waiting = {json.loads(p)["interval_start"] for (p,) in rows(gw_db, "SELECT payload FROM plant_outbox WHERE kind='interval'")}
-        gw_intervals = {pd.Timestamp(t, tz="UTC") for (t,) in rows(gw_db, "SELECT interval_start FROM daemon_settled_intervals")}
-        expected = {t for t in gw_intervals if t <= pd.Timestamp(sent)} - {pd.Timestamp(t) for t in waiting}
-        central_intervals = {pd.Timestamp(t, tz="UTC") for (t,) in rows(plant_db, "SELECT interval_start FROM plant_intervals WHERE site_id=:s", s=site)}
+        gw_intervals = {utc(t) for (t,) in rows(gw_db, "SELECT interval_start FROM daemon_settled_intervals")}
+        expected = {t for t in gw_intervals if t <= utc(sent)} - {utc(t) for t in waiting}
+        central_intervals = {utc(t) for (t,) in rows(plant_db, "SELECT interval_start FROM plant_intervals WHERE site_id=:s", s=site)}
         assert len(expected) >= 5 and central_intervals == expected, (site, sorted(expected ^ central_intervals))
         unit = cfg.units[0].id
-        gw_ledger = {r for r in rows(gw_db, "SELECT unit_id, interval_start, stream, amount_minor FROM settlements") if pd.Timestamp(r[1], tz="UTC") in expected}
+        gw_ledger = {r for r in rows(gw_db, "SELECT unit_id, interval_start, stream, amount_minor FROM settlements") if utc(r[1]) in expected}
         central_ledger = set(rows(plant_db, "SELECT unit_id, interval_start, stream, amount_minor FROM settlements WHERE unit_id=:u", u=unit))
         assert gw_ledger == central_ledger, site
         ledger_rows += len(gw_ledger)

@@ -10,11 +10,12 @@ Functions run on the central's database thread.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from vpp.daemon.store import TS
@@ -66,19 +67,29 @@ plant_plans = sa.Table(
 
 
 def _insert_new(conn: Connection, table: sa.Table, keys: Sequence[str], records: list[dict[str, Any]]) -> int:
-    """``INSERT ... ON CONFLICT DO NOTHING``; how many rows were new."""
+    """``INSERT ... ON CONFLICT DO NOTHING``; how many rows were new.
+
+    SQLite: the driver's ``executemany`` with the columns' own bind processors (the same stored text as
+    SQLAlchemy's), 3 us a row; SQLAlchemy's many-row insert with RETURNING took 26 us a row, which at
+    10,000 rows/s was most of the central's CPU. PostgreSQL: RETURNING, since the rowcount of a many-row
+    insert is not the total there."""
     if not records:
         return 0
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).on_conflict_do_nothing(index_elements=list(keys)).returning(table.c[keys[0]])
-    return len(conn.execute(stmt, records).all())  # RETURNING: rowcount of a many-row insert is not portable
+    if conn.dialect.name == "sqlite":
+        cols = list(records[0])
+        procs = [table.c[c].type.bind_processor(conn.dialect) for c in cols]
+        rows = [tuple(p(r[c]) if p is not None else r[c] for c, p in zip(cols, procs)) for r in records]
+        sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) ON CONFLICT DO NOTHING"
+        return int(conn.exec_driver_sql(sql, rows).rowcount)
+    stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=list(keys)).returning(table.c[keys[0]])
+    return len(conn.execute(stmt, records).all())
 
 
 def ingest_telemetry(engine: Engine, messages: Sequence[Telemetry], received_at: pd.Timestamp) -> int:
     """Store a batch of samples in one transaction (the central's ingest rate is transactions, not rows);
     returns the unit rows that were new (a replayed sample adds none)."""
     records = [
-        {"site_id": m.site, "unit_id": u.id, "sampled_at": m.sampled_at, "market_at": m.market_at, "received_at": received_at.to_pydatetime(), "soc": u.soc, "power_kw": u.power_kw, "commanded_kw": u.commanded_kw, "in_dispatch": u.in_dispatch, "mode": m.mode}
+        {"site_id": m.site, "unit_id": u.id, "sampled_at": m.sampled_at.astimezone(UTC), "market_at": m.market_at.astimezone(UTC), "received_at": received_at.to_pydatetime(), "soc": u.soc, "power_kw": u.power_kw, "commanded_kw": u.commanded_kw, "in_dispatch": u.in_dispatch, "mode": m.mode}
         for m in messages
         for u in m.units
     ]
