@@ -79,7 +79,9 @@ class PlantLink:
 
     async def start(self) -> None:
         stored = await self._db(outbox.get_state, "plan_id")
-        self.plan_id = int(stored) if stored is not None else None  # a plan older than this is a replay, across restarts too
+        # A plan older than the last one accepted is a replay, across restarts too; the last one itself is
+        # accepted once more (it is what the broker hands back retained, and may still be valid).
+        self.plan_id = int(stored) - 1 if stored is not None else None
         self.outbox_rows = await self._db(outbox.pending)
         if self.mode == "idle":  # no plan yet: nothing restored from a standalone run may drive the units
             held = self.d.schedule
