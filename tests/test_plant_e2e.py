@@ -126,6 +126,7 @@ async def test_plans_flow_down_reports_flow_up_and_nothing_is_lost_or_counted_tw
         central.wait(5)
         await until(lambda: _all(modes(), "cached"), 10, "gateways on their cached plans")
         await until(lambda: _modes_are(modes(), {"north": "local", "south": "idle", "east": "idle"}), 20, "the fallback once the cached plans expired")
+        await until(lambda: _source_is(ports["north"], "solved"), 30, "north planning on its own (fallback local)")
         await asyncio.sleep(0.6)  # a tick or two on the cleared schedule
         st = await status(ports["south"])
         assert st["central"]["mode"] == "idle" and all(u["commanded_kw"] in (0.0, None) for u in st["units"].values()), st["units"]
@@ -203,6 +204,11 @@ async def _modes_are(modes_coro, want: dict[str, str]) -> bool:
 async def _ingested(port: int) -> bool:
     counts = await asyncio.to_thread(get, port, "/ingest")
     return bool(counts) and all(counts.get(s, {}).get("telemetry", 0) > 0 for s in SITES)
+
+
+async def _source_is(port: int, source: str) -> bool:
+    st = await status(port)
+    return st is not None and st["schedule"]["source"] == source
 
 
 async def _rejections(port: int, n: int) -> bool:

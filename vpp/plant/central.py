@@ -35,6 +35,7 @@ from vpp.daemon.store import Store
 from vpp.db import open_database
 from vpp.errors import AdapterError
 from vpp.ledger.store import settled_totals
+from vpp.log_limit import LogLimiter, held_note
 from vpp.plant import ingest
 from vpp.plant.config import Plant
 from vpp.plant.messages import ROOT, Heartbeat, IntervalRecord, Rejected, Telemetry, central_topic, encode, parse, site_topic
@@ -96,6 +97,7 @@ class Central:
         self._replan_task: asyncio.Task | None = None
         self._pending: list[str] = []
         self._batch: list[Telemetry] = []
+        self._limiter = LogLimiter()
         self._tasks: list[asyncio.Task] = []
         self._api: api.Server | None = None
         r = self.registry = CollectorRegistry()
@@ -154,8 +156,7 @@ class Central:
         parts = message.topic.value.split("/")
         payload = bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else str(message.payload).encode()
         if len(parts) != 6 or parts[3] != "site" or parts[4] not in self.sites:
-            self.received.labels("unknown", "rejected").inc()
-            log.warning("message rejected topic=%s reason=no such site", message.topic.value[:200])
+            self._reject("unknown", f"topic={message.topic.value[:200]} reason=no such site")
             return
         site, leaf = self.sites[parts[4]], parts[5]
         if leaf == "status":
@@ -167,8 +168,7 @@ class Central:
             if msg.site != site.id:
                 raise Rejected(f"payload names site {msg.site}, published under site {site.id}")
         except Rejected as err:
-            self.received.labels(leaf, "rejected").inc()
-            log.warning("message rejected site=%s kind=%s reason=%s", site.id, leaf, err)
+            self._reject(leaf, f"site={site.id} kind={leaf} reason={err}")
             return
         self._heard(site)
         if isinstance(msg, Heartbeat):
@@ -184,6 +184,13 @@ class Central:
                 asyncio.get_running_loop().call_later(BATCH_S, self._flush)
         else:
             self.store.submit(self._store_interval, site, msg)
+
+    def _reject(self, kind: str, what: str) -> None:
+        """Count every refused message; log at most a burst a minute (a flooding gateway cannot flood the log)."""
+        self.received.labels(kind, "rejected").inc()
+        held = self._limiter.allow()
+        if held is not None:
+            log.warning("message rejected %s%s", what, held_note(held))
 
     def _flush(self) -> None:
         batch, self._batch = self._batch, []
