@@ -150,3 +150,8 @@ def test_the_central_ingests_a_replay_once_on_either_database(tmp_path: Path, ki
             assert ingest.counts(engine) == {"a": {"telemetry": 1, "intervals": 1}}
         finally:
             engine.dispose()
+
+
+def test_the_example_plant_validates() -> None:
+    ok = vpp("validate", "config/examples/plant/plant.yaml")
+    assert ok.returncode == 0 and "2 sites, 2 units" in ok.stdout, ok.stderr

@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from adapters.mqtt_session import MqttSession
 from vpp.config import to_utc
 from vpp.daemon import api, orphans
-from vpp.daemon.clock import Clock
+from vpp.daemon.clock import market_clock
 from vpp.daemon.reoptimize import Reoptimizer, initial_soc, outage_overrides
 from vpp.daemon.store import Store
 from vpp.db import open_database
@@ -84,7 +84,8 @@ class Central:
         orphans.sweep(plant.path)  # the solver worker of a central killed before it could arm itself
         orphans.mark_children(plant.path)
         self.store = Store(open_database(plant.database_target()))
-        self.clock = Clock.create(c.clock.speed, to_utc(c.clock.sim_start, self.cfg.timezone) if c.clock.sim_start else None, c.clock.wall_start)
+        # the daemon's market clock: anchored once, resumed across restarts (vpp.daemon.clock.market_clock)
+        self.clock = market_clock(c.clock.speed, to_utc(c.clock.sim_start, self.cfg.timezone) if c.clock.sim_start else None, c.clock.wall_start, self.store)
         self.horizon = self.cfg.horizon
         self.sites = {s.id: SiteView(s.id, s.unit_ids) for s in plant.sites}
         self.site_of = {uid: s.id for s in plant.sites for uid in s.unit_ids}
