@@ -136,6 +136,8 @@ class PlantLink:
                 self._central_heard = time.monotonic()
                 self._update_mode()
             return
+        if not message.retain:  # a plan published just now (not the broker's retained copy): the central is alive
+            self._central_heard = time.monotonic()
         self._on_plan(payload)
 
     def _on_plan(self, payload: bytes) -> None:
