@@ -103,6 +103,8 @@ async def test_plans_flow_down_reports_flow_up_and_nothing_is_lost_or_counted_tw
         st = await status(ports["south"])
         assert st["schedule"]["source"] == "central" and st["central"]["plan_id"] >= 1
         await until(lambda: _ingested(plant_port), 20, "telemetry from every site at the central")
+        plant_schedule = await asyncio.to_thread(get, plant_port, "/schedule")
+        assert set(plant_schedule["site_net_kw"]) == set(SITES) and plant_schedule["plan_id"] >= 1
 
         # 2. hostile plans: refused with a reason, the plan in force stays
         before = (await status(ports["east"]))["central"]

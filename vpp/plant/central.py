@@ -98,6 +98,7 @@ class Central:
         self._replan_task: asyncio.Task | None = None
         self._pending: list[str] = []
         self._batch: list[Telemetry] = []
+        self.schedule = None  # the plant schedule the plans in force were cut from
         self._limiter = LogLimiter()
         self._tasks: list[asyncio.Task] = []
         self._api: api.Server | None = None
@@ -293,6 +294,7 @@ class Central:
         valid_until = start + pd.Timedelta(minutes=self.plant.central.plan_valid_min)
         self.plan_id += 1
         plan_id = self.plan_id
+        self.schedule = outcome.schedule
         sites = {x.id: x for x in self.cfg.fleet.sites}
         plans = [site_plan(outcome.schedule, sites[s.id], s.unit_ids, plan_id, wall, valid_until) for s in self.plant.sites]
         payloads = [encode(p) for p in plans]
@@ -338,6 +340,16 @@ class Central:
         @app.get("/status")
         def status() -> dict[str, Any]:
             return self.status()
+
+        @app.get("/schedule")
+        def schedule() -> dict[str, Any]:
+            s = self.schedule
+            if s is None:
+                raise HTTPException(404, "no plant plan yet")
+            body = s.summary(self.cfg.currency)
+            del body["unit_revenue"]  # per unit: the sites' own /schedule has it
+            site_net = {sid: [round(float(v), 4) for v in s.site_net_kw[k]] for k, sid in enumerate(s.site_ids)}
+            return {**body, "plan_id": self.plan_id, "intervals": [t.isoformat() for t in s.index], "site_net_kw": site_net}
 
         @app.get("/sites/{site_id}")
         def site(site_id: str) -> dict[str, Any]:
