@@ -24,8 +24,10 @@ from tests.daemon_rig import ROOT, SIM_START, SPEED, gateway_config
 VPP = str(Path(sys.executable).parent / "vpp")  # the console script, as installed
 
 
-def write_plant(directory: Path, broker_port: int, sites: list[str], *, fallback: dict[str, str] | None = None, credentials: dict[str, str] | None = None) -> tuple[Path, dict[str, Path]]:
-    """The plant file and one gateway config per site; returns (plant file, site -> gateway config)."""
+def write_plant(directory: Path, broker_port: int, sites: list[str], *, fallback: dict[str, str] | None = None, credentials: dict[str, str] | None = None, ca_file: Path | None = None, device_port: int | None = None) -> tuple[Path, dict[str, Path]]:
+    """The plant file and one gateway config per site; returns (plant file, site -> gateway config).
+    ``broker_port`` is the plant broker (with ``credentials``: user = site id, and ``ca_file``: TLS);
+    the devices talk through ``device_port`` (default: the same broker)."""
     wall_start = pd.Timestamp.now(tz="UTC").isoformat()
     clock = {"speed": SPEED, "sim_start": SIM_START, "wall_start": wall_start}
     gateways: dict[str, Path] = {}
@@ -35,6 +37,8 @@ def write_plant(directory: Path, broker_port: int, sites: list[str], *, fallback
         broker = {"host": "127.0.0.1", "port": broker_port, "client_id": f"gw-{site}-{free_port()}", "keepalive_s": 5, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5}
         if credentials:
             broker |= {"username": site, "password": credentials[site]}
+        if ca_file:
+            broker |= {"tls": {"ca_file": str(ca_file)}}
         settings = {
             "tick_s": 0.25,
             "poll_s": 0.25,
@@ -51,7 +55,7 @@ def write_plant(directory: Path, broker_port: int, sites: list[str], *, fallback
         }
         (d / "overrides.yaml").write_text("overrides: []\n")
         config = {
-            **gateway_config(f"gw-{site}", broker_port, settings),
+            **gateway_config(f"gw-{site}", device_port or broker_port, settings),
             "horizon_h": 1,
             "sites": [
                 {
@@ -63,13 +67,13 @@ def write_plant(directory: Path, broker_port: int, sites: list[str], *, fallback
                 }
             ],
         }
-        if credentials:
-            config["mqtt"] |= {"username": site, "password": credentials[site]}
         gateways[site] = d / "gateway.yaml"
         gateways[site].write_text(yaml.safe_dump(config, sort_keys=False))
     central_broker: dict[str, Any] = {"host": "127.0.0.1", "port": broker_port, "client_id": f"central-{free_port()}", "keepalive_s": 5, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5}
     if credentials:
         central_broker |= {"username": "central", "password": credentials["central"]}
+    if ca_file:
+        central_broker |= {"tls": {"ca_file": str(ca_file)}}
     plant = {
         "plant": {
             "name": "test-plant",

@@ -1,4 +1,5 @@
-"""One plant, three sites: `vpp central` and three `vpp run` gateways as real processes, one real Mosquitto.
+"""One plant, three sites: `vpp central` and three `vpp run` gateways as real processes, on a real plant
+Mosquitto as deployed (TLS, a password per gateway, deploy/mosquitto/plant.acl), devices on their own.
 
 What must hold: plans flow down and are followed; telemetry flows up; with the central killed (-9)
 the gateways follow the cached plan, then fall back when it expires, never commanding a unit past
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 
 from simulators.device_fleet import SimulatedFleet
 from tests.conftest import Mosquitto
-from tests.daemon_rig import wait_for
+from tests.daemon_rig import ROOT, wait_for
 from tests.plant_rig import get, start, write_plant
 from vpp.config import load_config
 from vpp.daemon.clock import utc
@@ -48,18 +49,32 @@ async def status(port: int) -> dict | None:
     return await asyncio.to_thread(get, port, "/status")
 
 
+USERS = {"central": "central-secret-0123", **{s: f"{s}-secret-0123" for s in SITES}}
+
+
 @pytest.fixture
 def mosquitto(tmp_path: Path):
-    """A broker that keeps sessions across its restart, as a production one does (deploy/mosquitto)."""
+    """The plant broker as deployed: TLS, a password per gateway, the shipped ACL, and sessions kept
+    across its restart (deploy/mosquitto/plant.conf)."""
     (tmp_path / "broker").mkdir()
-    broker = Mosquitto(tmp_path / "broker", persistence=True)
+    broker = Mosquitto(tmp_path / "broker", users=USERS, tls=True, persistence=True, acl_file=ROOT / "deploy/mosquitto/plant.acl")
     broker.start()
     yield broker
     broker.stop()
 
 
-async def test_plans_flow_down_reports_flow_up_and_nothing_is_lost_or_counted_twice(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    plant_file, gateway_files = write_plant(tmp_path, mosquitto.port, SITES, fallback={"north": "local"})
+@pytest.fixture
+def devices(tmp_path: Path):
+    """The sites' device broker (the gateways' mqtt: block), apart from the plant's."""
+    (tmp_path / "devices").mkdir()
+    broker = Mosquitto(tmp_path / "devices")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+async def test_plans_flow_down_reports_flow_up_and_nothing_is_lost_or_counted_twice(tmp_path: Path, mosquitto: Mosquitto, devices: Mosquitto) -> None:
+    plant_file, gateway_files = write_plant(tmp_path, mosquitto.port, SITES, fallback={"north": "local"}, credentials=USERS, ca_file=mosquitto.ca_file, device_port=devices.port)
     cfgs = {s: load_config(p) for s, p in gateway_files.items()}
     ports = {s: c.daemon.api.port for s, c in cfgs.items()}
     rating = {u.id: u.max_discharge_kw for c in cfgs.values() for u in c.units}
@@ -113,7 +128,8 @@ async def test_plans_flow_down_reports_flow_up_and_nothing_is_lost_or_counted_tw
         stale = good.model_copy(update={"plan_id": good.plan_id + 10_000, "issued_at": good.issued_at - pd.Timedelta(hours=2)}).model_dump_json().encode()
         wrong_site = good.model_copy(update={"plan_id": good.plan_id + 10_001, "site": "north"}).model_dump_json().encode()
         hostile = [b"{not json", b"x" * 3_000_000, json.dumps({"v": 1, "a": [[[[[[[[[[1]]]]]]]]]]}).encode(), replay, stale, wrong_site]
-        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as attacker:
+        tls = aiomqtt.TLSParameters(ca_certs=str(mosquitto.ca_file))
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, username="central", password=USERS["central"], tls_params=tls) as attacker:  # a central gone wrong
             for payload in hostile:
                 await attacker.publish(site_topic("east", "plan"), payload, qos=1)
         await until(lambda: _rejections(ports["east"], before["plan_rejections"] + len(hostile)), 10, "every hostile plan refused")
