@@ -102,7 +102,13 @@ def serve_central(template: Path, gateways: int, broker_port: int, api_port: int
     from vpp.plant.central import Central
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(Central(synthetic_plant(template, gateways, broker_port, api_port)).run())
+    central = Central(synthetic_plant(template, gateways, broker_port, api_port))
+    if (out := os.environ.get("VPP_BENCH_PROFILE")) is None:
+        asyncio.run(central.run())
+        return
+    import cProfile  # where the central's time goes (all threads' Python frames are not included: the loop's only)
+
+    cProfile.runctx("asyncio.run(central.run())", globals(), {"asyncio": asyncio, "central": central}, out)
 
 
 def publish(k: int, gateways: int, units: int, broker_port: int, seconds: float, sent) -> None:

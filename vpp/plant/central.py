@@ -296,7 +296,9 @@ class Central:
         plan_id = self.plan_id
         self.schedule = outcome.schedule
         sites = {x.id: x for x in self.cfg.fleet.sites}
-        plans = [site_plan(outcome.schedule, sites[s.id], s.unit_ids, plan_id, wall, valid_until) for s in self.plant.sites]
+        rows_of = {uid: i for i, uid in enumerate(outcome.schedule.unit_ids)}
+        power = outcome.schedule.power_kw
+        plans = [site_plan(outcome.schedule, sites[s.id], s.unit_ids, plan_id, wall, valid_until, rows_of=rows_of, power_kw=power) for s in self.plant.sites]
         payloads = [encode(p) for p in plans]
         await self._db(ingest.save_plans, [(p.site, plan_id, wall, pd.Timestamp(p.valid_from), pd.Timestamp(p.valid_until), trigger, b) for p, b in zip(plans, payloads)])
         for p in plans:

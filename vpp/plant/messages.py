@@ -16,7 +16,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 VERSION = 1
 ROOT = f"vpp/plant/v{VERSION}"
@@ -41,17 +41,20 @@ def central_topic(leaf: str) -> str:
     return f"{ROOT}/central/{leaf}"
 
 
+def _plausible(value: datetime) -> datetime:
+    if not PLAUSIBLE[0] <= value.year <= PLAUSIBLE[1]:
+        raise ValueError(f"timestamp {value.isoformat()} outside the years {PLAUSIBLE[0]}-{PLAUSIBLE[1]}")
+    return value
+
+
+# A validator on the time fields only: one on every field ("*") ran 89 times per telemetry message.
+When = Annotated[AwareDatetime, AfterValidator(_plausible)]
+
+
 class _Msg(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     v: Literal[1] = VERSION
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _plausible_time(cls, value: object) -> object:
-        if isinstance(value, datetime) and not PLAUSIBLE[0] <= value.year <= PLAUSIBLE[1]:
-            raise ValueError(f"timestamp {value.isoformat()} outside the years {PLAUSIBLE[0]}-{PLAUSIBLE[1]}")
-        return value
 
 
 class UnitTelemetry(_Msg):
@@ -72,8 +75,8 @@ class Telemetry(_Msg):
 
     kind: Literal["telemetry"] = "telemetry"
     site: Id
-    sampled_at: AwareDatetime  # wall
-    market_at: AwareDatetime
+    sampled_at: When  # wall
+    market_at: When
     mode: str = Field(max_length=32)
     units: tuple[UnitTelemetry, ...] = Field(max_length=MAX_UNITS)
 
@@ -98,7 +101,7 @@ class IntervalRecord(_Msg):
 
     kind: Literal["interval"] = "interval"
     site: Id
-    interval_start: AwareDatetime
+    interval_start: When
     currency: str = Field(min_length=3, max_length=3)
     rows: tuple[SettledRow, ...] = Field(max_length=MAX_ROWS)
     energy: tuple[MeteredRow, ...] = Field(max_length=MAX_UNITS)
@@ -119,11 +122,11 @@ class SitePlan(_Msg):
     kind: Literal["plan"] = "plan"
     site: Id
     plan_id: int = Field(ge=1)
-    issued_at: AwareDatetime  # wall
-    valid_from: AwareDatetime  # market time
-    valid_until: AwareDatetime  # market time; after it the gateway falls back
+    issued_at: When  # wall
+    valid_from: When  # market time
+    valid_until: When  # market time; after it the gateway falls back
     interval_s: int = Field(gt=0, le=86_400)
-    intervals: tuple[AwareDatetime, ...] = Field(min_length=1, max_length=MAX_INTERVALS)
+    intervals: tuple[When, ...] = Field(min_length=1, max_length=MAX_INTERVALS)
     units: tuple[UnitPlan, ...] = Field(max_length=MAX_UNITS)
     import_max_kw: tuple[KwPos, ...] = Field(max_length=MAX_INTERVALS)
     export_max_kw: tuple[KwPos, ...] = Field(max_length=MAX_INTERVALS)
@@ -148,7 +151,7 @@ class SitePlan(_Msg):
 class Heartbeat(_Msg):
     kind: Literal["heartbeat"] = "heartbeat"
     site: Id  # "central" for the central's
-    sent_at: AwareDatetime
+    sent_at: When
     plan_id: int | None = Field(None, ge=0)  # the plan the gateway follows (None: none)
     mode: str = Field("", max_length=32)
 

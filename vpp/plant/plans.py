@@ -27,14 +27,18 @@ def _finite(kw: float) -> float:
     return MAX_KW if math.isinf(kw) else float(min(kw, MAX_KW))
 
 
-def site_plan(schedule: Schedule, site: Site, unit_ids: Sequence[str], plan_id: int, issued_at: pd.Timestamp, valid_until: pd.Timestamp) -> SitePlan:
-    """The part of ``schedule`` for ``site``'s units, valid from its first interval until ``valid_until``."""
-    rows = [schedule.unit_ids.index(uid) for uid in unit_ids]
+def site_plan(schedule: Schedule, site: Site, unit_ids: Sequence[str], plan_id: int, issued_at: pd.Timestamp, valid_until: pd.Timestamp, *, rows_of: dict[str, int] | None = None, power_kw: np.ndarray | None = None) -> SitePlan:
+    """The part of ``schedule`` for ``site``'s units, valid from its first interval until ``valid_until``.
+    Cutting a whole plant, pass ``rows_of`` (unit id -> schedule row) and ``power_kw`` (the schedule's,
+    computed once): per site they made the cut quadratic in the plant's units."""
+    rows_of = rows_of if rows_of is not None else {uid: i for i, uid in enumerate(schedule.unit_ids)}
+    power = power_kw if power_kw is not None else schedule.power_kw
+    rows = [rows_of[uid] for uid in unit_ids]
     t = len(schedule.index)
     units = tuple(
         UnitPlan(
             id=schedule.unit_ids[i],
-            power_kw=tuple(np.round(schedule.power_kw[i], 6).tolist()),
+            power_kw=tuple(np.round(power[i], 6).tolist()),
             soc_kwh=tuple(np.round(np.maximum(schedule.soc_kwh[i], 0.0), 6).tolist()),
             reserve_kw={pid: tuple(np.round(np.maximum(a[i], 0.0), 6).tolist()) for pid, a in schedule.reserve_kw.items()},
         )
