@@ -37,8 +37,8 @@ from vpp.config import read_yaml
 from vpp.device_config import MqttBrokerConfig
 from vpp.errors import AdapterError, InputError, from_validation_error
 from vpp.log_limit import LogLimiter, held_note
-from vpp.meter import MeterReading
-from vpp.meter_config import ModbusMapMeterDevice, MeterModel, MeterRegisterMap, MqttMeterDevice, SunSpecMeterDevice
+from vpp.meter import MeterReading, sub_meter_key
+from vpp.meter_config import ModbusMapMeterDevice, MeterModel, MeterRegisterMap, MqttMeterDevice, SubMeterModel, SunSpecMeterDevice
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def load_meter_map(path: Path) -> MeterRegisterMap:
         raise from_validation_error(exc, str(path)) from None
 
 
-def to_engine(site_id: str, timestamp: datetime, meter: MeterModel, power_kw: float | None, import_kwh: float | None, export_kwh: float | None) -> MeterReading:
+def to_engine(site_id: str, timestamp: datetime, meter: MeterModel | SubMeterModel, power_kw: float | None, import_kwh: float | None, export_kwh: float | None) -> MeterReading:
     """Apply the installation: CT × PT ratio, then ``invert`` (which also swaps import and export)."""
     k = meter.ct_ratio * meter.pt_ratio
     power, imp, exp = (None if v is None else v * k for v in (power_kw, import_kwh, export_kwh))
@@ -67,7 +67,7 @@ def to_engine(site_id: str, timestamp: datetime, meter: MeterModel, power_kw: fl
 
 
 class MeterReader(abc.ABC):
-    def __init__(self, site_id: str, meter: MeterModel) -> None:
+    def __init__(self, site_id: str, meter: MeterModel | SubMeterModel) -> None:
         self.site_id, self.meter = site_id, meter
 
     @abc.abstractmethod
@@ -87,7 +87,7 @@ class SunSpecMeterReader(MeterReader):
         try:
             layout, model_id, blocks = self._layout or await self._discover()
             now = utcnow()
-            view = _view(model_id, layout, await self.link.read_blocks(self.slave_id, blocks))
+            view = _view(model_id, layout, await self.link.read_blocks(self.slave_id, blocks, control=True))
             if (view.raw("ID"), view.raw("L")) != (model_id, layout.models[model_id][1]):
                 raise AdapterError(f"meter model {model_id} header moved: layout changed or garbage")
         except AdapterError:
@@ -116,7 +116,7 @@ class MapMeterReader(MeterReader):
 
     async def read(self) -> MeterReading:
         now = utcnow()
-        window = await self.link.read_blocks(self.slave_id, self._blocks)
+        window = await self.link.read_blocks(self.slave_id, self._blocks, control=True)
 
         def value(role: str) -> float | None:
             point = getattr(self.map.points, role)
@@ -141,7 +141,8 @@ class MeterPayload(BaseModel):
 
 
 class MeterPoller(Service):
-    """Reads every meter of a fleet and hands each reading to ``on_reading(reading)``."""
+    """Reads every meter of a fleet (grid meters and their sub-meters, ``sub_meter_key``) and hands each
+    reading to ``on_reading(reading)``."""
 
     def __init__(self, meters: Mapping[str, MeterModel], broker: MqttBrokerConfig | None, config_dir: Path, on_reading: Callable[[MeterReading], None]) -> None:
         self.on_reading = on_reading
@@ -151,7 +152,8 @@ class MeterPoller(Service):
         self._mqtt: dict[str, tuple[str, MeterModel]] = {}  # topic -> (site, meter)
         self._tasks: list[asyncio.Task] = []
         self._rejections = LogLimiter()
-        for site_id, meter in meters.items():
+        every = [(key, m) for site_id, grid in meters.items() for key, m in ((site_id, grid), *((sub_meter_key(site_id, sub.id), sub) for sub in grid.sub_meters))]
+        for site_id, meter in every:
             device = meter.device
             if isinstance(device, SunSpecMeterDevice):
                 self.readers[site_id] = SunSpecMeterReader(site_id, meter, self.links.get(device.host, device.port, device.timeout_s), device.slave_id)

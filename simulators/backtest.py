@@ -127,6 +127,8 @@ class BacktestResult:
     solver: SolverOptions  # what every solve was given
     export_above_limit_kwh: np.ndarray | None = None  # (S,) energy that flowed out beyond each site's export limit (sub-interval load variability)
     import_above_limit_kwh: np.ndarray | None = None  # (S,) and in beyond its import limit
+    connection_import_kwh: np.ndarray | None = None  # (S, T) what each site's grid meter would count per interval: import
+    connection_export_kwh: np.ndarray | None = None  # (S, T) and export (gross, tick by tick: not netted over the interval)
 
     @property
     def net_revenue(self) -> float:
@@ -209,6 +211,7 @@ def run_backtest(cfg: VppConfig, start: pd.Timestamp, end: pd.Timestamp, setting
     rng_soc, rng_deploy, rng_load = (np.random.default_rng([settings.seed, k]) for k in (1, 2, 3))
     metered = np.array([s.id in cfg.meters for s in cfg.fleet.sites], bool)  # these see the load each tick, as the meter loop does
     over_export, over_import = np.zeros(len(cfg.fleet.sites)), np.zeros(len(cfg.fleet.sites))
+    meter_import, meter_export = np.zeros((len(cfg.fleet.sites), T)), np.zeros((len(cfg.fleet.sites), T))
 
     phys = FleetPhysics.of(cfg.fleet, settings.taper_band, settings.taper_floor)
     dfleet = DispatchFleet.of(cfg.fleet, cfg.market)
@@ -353,6 +356,8 @@ def run_backtest(cfg: VppConfig, start: pd.Timestamp, end: pd.Timestamp, setting
                 flow = np.bincount(dfleet.unit_site, applied, len(dfleet.site_ids)) - sub_load[:, m]  # + export at each connection
                 over_export += np.maximum(flow - dfleet.export_limit_kw, 0.0) * sub_h
                 over_import += np.maximum(-flow - dfleet.import_limit_kw, 0.0) * sub_h
+                meter_export[:, t] += np.maximum(flow, 0.0) * sub_h
+                meter_import[:, t] += np.maximum(-flow, 0.0) * sub_h
                 month_peak = np.maximum(month_peak, actual_net_load[:, t] - np.bincount(dfleet.unit_site, applied, len(dfleet.site_ids)))  # billed on the interval's load (the noise averages out)
             soc_kwh[:, t + 1] = soc * phys.energy_kwh
             planned[:, t] = schedule.power_kw[:, j] if schedule is not None else 0.0
@@ -392,6 +397,8 @@ def run_backtest(cfg: VppConfig, start: pd.Timestamp, end: pd.Timestamp, setting
         solver=options,
         export_above_limit_kwh=over_export,
         import_above_limit_kwh=over_import,
+        connection_import_kwh=meter_import,
+        connection_export_kwh=meter_export,
     )
 
 

@@ -5,7 +5,8 @@ the unit's own parameters, its heartbeat timeout from ``revert_s``); Modbus
 units are served by one ``ModbusDeviceServer`` per host:port (SunSpec or
 register-map image by slave id), MQTT units by one ``MqttDeviceSimulator``.
 Every site with a ``meter:`` gets a ``SimulatedMeter`` over its units (its load
-and PV from ``site_load_kw``/``site_pv_kw``), served where the meter block says.
+and PV from ``site_load_kw``/``site_pv_kw``), served where the meter block says;
+each of its sub-meters a ``SimulatedSubMeter`` reading that meter's load or PV.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from simulators.battery import BatteryParams
 from simulators.modbus_map_server import RegisterMapImage
 from simulators.modbus_server import ModbusDeviceServer, RegisterImage
 from simulators.mqtt_device import MqttDeviceSimulator
-from simulators.sim_meter import MeterMapImage, MqttMeterSimulator, SimulatedMeter, SunSpecMeterImage
+from simulators.sim_meter import MeterMapImage, MqttMeterSimulator, SimulatedMeter, SimulatedSubMeter, SunSpecMeterImage
 from simulators.sim_unit import SimulatedUnit
 from simulators.sunspec_server import SunSpecImage
 from vpp.device_config import ModbusMapDevice, MqttBrokerConfig, MqttDevice, SunSpecDevice
 from vpp.fleet import BatteryUnit
+from vpp.meter import sub_meter_key
 from vpp.meter_config import MeterModel, ModbusMapMeterDevice, MqttMeterDevice, SunSpecMeterDevice
 
 
@@ -75,19 +77,27 @@ class SimulatedFleet(Service):
             elif isinstance(device, MqttDevice):
                 mqtt_devices.append((mqtt_unit(unit, device), sim))
         self.meters: dict[str, SimulatedMeter] = {}
+        self.sub_meters: dict[str, SimulatedSubMeter] = {}  # by <site>/<id>
         mqtt_meters = []
         site_rating_kw = site_rating_kw or {}
-        for k, (site_id, meter) in enumerate((meters or {}).items()):
-            members = [self.units[u.id] for u in units if u.site_id == site_id and u.id in self.units]
-            sim_meter = self.meters[site_id] = SimulatedMeter(site_id, members, (site_load_kw or {}).get(site_id, 0.0), (site_pv_kw or {}).get(site_id, 0.0), meter_noise_kw, seed=k)
-            rating = meter.rating_kw or site_rating_kw.get(site_id) or 10.0 * sum(rating_kw(u) for u in units if u.site_id == site_id)
-            device = meter.device
+
+        def serve(sim_meter: SimulatedMeter, device, rating: float) -> None:
             if isinstance(device, SunSpecMeterDevice):
                 gateways[(device.host, device.port)][device.slave_id] = SunSpecMeterImage(sim_meter, rating, slave_id=device.slave_id)  # type: ignore[assignment]
             elif isinstance(device, ModbusMapMeterDevice):
                 gateways[(device.host, device.port)][device.slave_id] = MeterMapImage(sim_meter, load_meter_map(config_dir / device.register_map))  # type: ignore[arg-type]
             elif isinstance(device, MqttMeterDevice):
                 mqtt_meters.append((device.topic_prefix, sim_meter))
+
+        for k, (site_id, meter) in enumerate((meters or {}).items()):
+            members = [self.units[u.id] for u in units if u.site_id == site_id and u.id in self.units]
+            sim_meter = self.meters[site_id] = SimulatedMeter(site_id, members, (site_load_kw or {}).get(site_id, 0.0), (site_pv_kw or {}).get(site_id, 0.0), meter_noise_kw, seed=k)
+            rating = meter.rating_kw or site_rating_kw.get(site_id) or 10.0 * sum(rating_kw(u) for u in units if u.site_id == site_id)
+            serve(sim_meter, meter.device, rating)
+            for j, sub in enumerate(meter.sub_meters):
+                key = sub_meter_key(site_id, sub.id)
+                self.sub_meters[key] = SimulatedSubMeter(key, [], 0.0, 0.0, meter_noise_kw, seed=1000 * (k + 1) + j, parent=sim_meter, role=sub.role)
+                serve(self.sub_meters[key], sub.device, rating)
         self.servers = [ModbusDeviceServer(images, host, port, tick_s) for (host, port), images in gateways.items()]
         self.mqtt = MqttDeviceSimulator(broker, mqtt_devices, publish_s) if mqtt_devices and broker is not None else None
         self.mqtt_meters = MqttMeterSimulator(broker, mqtt_meters, min(publish_s, 0.25)) if mqtt_meters and broker is not None else None

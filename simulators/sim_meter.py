@@ -47,6 +47,7 @@ class SimulatedMeter:
     wire_fault: WireFault | None = None
     import_kwh: float = 0.0
     export_kwh: float = 0.0
+    counter_speed: float = 1.0  # seconds its counters count per second: a test's accelerated market clock (the daemon integrates battery energy in market time)
     reads: int = 0
     _last_t: float | None = field(default=None, repr=False)
     _last_true_kw: float = field(default=0.0, repr=False)
@@ -69,7 +70,7 @@ class SimulatedMeter:
     def advance(self, now: float) -> None:
         """Integrate the counters up to ``now`` (step-hold of the flow at the last call)."""
         if self._last_t is not None and now > self._last_t:
-            kwh = self._last_true_kw * (now - self._last_t) / 3600.0
+            kwh = self._last_true_kw * (now - self._last_t) * self.counter_speed / 3600.0
             if kwh > 0:
                 self.export_kwh += kwh
             else:
@@ -86,6 +87,19 @@ class SimulatedMeter:
             self._last_answer = (-power, exp, imp) if self.inverted else (power, imp, exp)
         self.reads += 1
         return self._last_answer
+
+
+@dataclass
+class SimulatedSubMeter(SimulatedMeter):
+    """A meter on one feeder of a site, following the site's meter: its load (reads −load: + is out of the
+    feeder towards the grid, as a grid meter counts) or its PV (reads +PV). Same faults as a grid meter."""
+
+    parent: SimulatedMeter | None = None
+    role: str = "load"
+
+    def true_export_kw(self, now: float) -> float:
+        assert self.parent is not None
+        return -self.parent.load_kw if self.role == "load" else self.parent.pv_kw
 
 
 def inject_meter_fault(meter: SimulatedMeter, kind: str) -> None:

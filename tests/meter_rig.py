@@ -40,8 +40,10 @@ def write_meter_config(
     units_per_site: int = 2,
     unit_kw: float = 250.0,
     daemon: dict[str, Any] | None = None,
+    tariffs: dict[str, Any] | None = None,
 ) -> Path:
-    """``sites``: per site {id, meter: kind, load_kw, export_allowed, demand_target_kw?, meter options...};
+    """``sites``: per site {id, meter: kind, load_kw, export_allowed, demand_target_kw?, tariff?, sub_meters?, meter options...};
+    a site with a ``tariff`` (one of ``tariffs``) is retail, the others wholesale;
     one Modbus gateway per site (its batteries on slaves 1.., its meter on slave 100)."""
     settings = {
         "tick_s": 2.0,
@@ -64,10 +66,12 @@ def write_meter_config(
         device = {"protocol": "sunspec", "host": "127.0.0.1", "port": port, "timeout_s": 0.3, "revert_s": 5, "backoff_max_s": 1}
         meter = {"device": meter_device(s["meter"], port, 100), "poll_s": 0.25, "stale_after_s": 1.0, "frozen_after_s": 1.0, "export_margin_kw": 5.0, "import_margin_kw": 5.0}
         meter.update({k: v for k, v in s.items() if k in ("demand_target_kw", "demand_window_min", "invert", "ct_ratio", "frozen_after_s", "stale_after_s")})
+        for k, sub in enumerate(s.get("sub_meters", ())):  # {id, role, meter: kind}: on the site's gateway, slaves 101..
+            meter.setdefault("sub_meters", []).append({"id": sub["id"], "role": sub["role"], "device": meter_device(sub["meter"], port, 101 + k), "poll_s": 0.25, "stale_after_s": 1.0, "frozen_after_s": 5.0})
         site_blocks.append(
             {
                 "id": s["id"],
-                "market": "wholesale",
+                **({"market": "retail", "tariff": s["tariff"]} if "tariff" in s else {"market": "wholesale"}),
                 "import_limit_kw": s.get("import_limit_kw", 2000),
                 "export_allowed": s.get("export_allowed", False),
                 "load_kw": s["load_kw"],
@@ -81,7 +85,7 @@ def write_meter_config(
         if "plan_kw" in s
     ]
     (directory / "overrides.yaml").write_text(yaml.safe_dump({"overrides": overrides}, sort_keys=False))
-    config = {**gateway_config("meters-e2e", broker_port, settings), "sites": site_blocks}
+    config = {**gateway_config("meters-e2e", broker_port, settings), **({"tariffs": tariffs} if tariffs else {}), "sites": site_blocks}
     path = directory / "meters.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

@@ -201,3 +201,35 @@ async def test_a_dropped_connection_is_reopened_on_the_next_poll() -> None:
                 await asyncio.sleep(0.25)  # the link's own reconnect back-off
         adapter.link.close()
     assert telemetry is not None and telemetry.soc == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("urgent", ["setpoint", "meter read"])
+async def test_the_control_loop_goes_ahead_of_a_queued_poll_cycle_on_a_shared_link(urgent: str) -> None:
+    """Twenty units behind one gateway: a whole cycle of reads is queued when a setpoint (the loop's output)
+    or a site meter's read (its input) is issued; it takes the link's next turn, so it is done after at
+    most a couple of the reads, not after all of them."""
+    units = [sim_unit() for _ in range(20)]
+    async with gateway(*units) as server:
+        link = ModbusLink("127.0.0.1", server.port, 2.0)
+        adapters = [SunSpecAdapter(f"u{i}", link, i) for i in range(1, 21)]
+        await asyncio.gather(*(a.read() for a in adapters))  # discovered: a read is now one poll's requests
+        done: list[str] = []
+
+        async def read(adapter: SunSpecAdapter) -> None:
+            await adapter.read()
+            done.append("read")
+
+        async def control() -> None:
+            await asyncio.sleep(0)  # issued once every read of the cycle is queued
+            if urgent == "setpoint":
+                await adapters[0].write(setpoint("u1", 30.0, valid_s=30))
+            else:
+                await link.read(1, 3, 40000, 4, control=True)
+            done.append(urgent)
+
+        await asyncio.gather(*(read(a) for a in adapters), control())
+        link.close()
+    assert done.index(urgent) <= 2, done
+    assert done.count("read") == 20
+    if urgent == "setpoint":
+        assert units[0].setpoint_kw == pytest.approx(30.0)

@@ -116,7 +116,7 @@ def _wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 30.0
 
 
 def _wait_for_a_settled_interval(folder: Path, background: list[subprocess.Popen], timeout_s: float = 180.0) -> None:
-    """The demo clock runs 60x: its first hour settles about a minute after the daemon starts."""
+    """The demo clock runs 60x from a quarter to midnight: its first hour settles about 15 s after the daemon starts."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for p in background:

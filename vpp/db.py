@@ -57,6 +57,7 @@ def open_database(url_or_path: str | Path) -> Engine:
 
 def _import_table_owners() -> None:
     """Table-owning modules register on METADATA when imported; import them so none is missed."""
+    import vpp.daemon.market_data_store  # noqa: F401
     import vpp.daemon.meter_store  # noqa: F401
     import vpp.daemon.store  # noqa: F401
     import vpp.ledger.store  # noqa: F401

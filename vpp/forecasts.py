@@ -131,17 +131,24 @@ def forecast_view(fleet: Fleet, market: Market, start: pd.Timestamp, end: pd.Tim
     """The fleet and market with every recorded series replaced by its forecast (constants and tariffs stay)."""
     if spec.method == "perfect":
         return fleet, market
-    fc: Callable[[object], object] = lambda p: forecast_series(p, start, end, decided_at, spec) if isinstance(p, LoadedSeries) else p
-    products = tuple(dataclasses.replace(p, capacity_price_per_mw_h=fc(p.capacity_price_per_mw_h), mileage_price_per_mw=fc(p.mileage_price_per_mw)) for p in market.products)
-    price = fc(market.energy_price_per_mwh)
+    fleet, market = map_series(fleet, market, lambda s: forecast_series(s, start, end, decided_at, spec))
+    price = market.energy_price_per_mwh
     if spec.shrink < 1.0 and isinstance(price, LoadedSeries):
-        price = shrunk(price, start, end, spec.shrink)
-    market = dataclasses.replace(market, energy_price_per_mwh=price, products=products)
-    sites = tuple(dataclasses.replace(s, load_kw=fc(s.load_kw), pv_kw=fc(s.pv_kw)) for s in fleet.sites)
-    units = fleet.units
+        market = dataclasses.replace(market, energy_price_per_mwh=shrunk(price, start, end, spec.shrink))
     if spec.margin_per_mwh > 0:
-        units = tuple(dataclasses.replace(u, degradation_cost_per_mwh=u.degradation_cost_per_mwh + spec.margin_per_mwh) for u in units)
-    return dataclasses.replace(fleet, sites=sites, units=units), market
+        units = tuple(dataclasses.replace(u, degradation_cost_per_mwh=u.degradation_cost_per_mwh + spec.margin_per_mwh) for u in fleet.units)
+        fleet = dataclasses.replace(fleet, units=units)
+    return fleet, market
+
+
+def map_series(fleet: Fleet, market: Market, fn: Callable[[LoadedSeries], LoadedSeries]) -> tuple[Fleet, Market]:
+    """The fleet and market with every loaded series ``s`` (prices, site load and PV) replaced by ``fn(s)``;
+    constants and tariffs stay. The one walk over where series are used (forecasts, delivered market data)."""
+    f: Callable[[object], object] = lambda p: fn(p) if isinstance(p, LoadedSeries) else p
+    products = tuple(dataclasses.replace(p, capacity_price_per_mw_h=f(p.capacity_price_per_mw_h), mileage_price_per_mw=f(p.mileage_price_per_mw)) for p in market.products)
+    market = dataclasses.replace(market, energy_price_per_mwh=f(market.energy_price_per_mwh), products=products)
+    sites = tuple(dataclasses.replace(s, load_kw=f(s.load_kw), pv_kw=f(s.pv_kw)) for s in fleet.sites)
+    return dataclasses.replace(fleet, sites=sites), market
 
 
 def shrunk(series: LoadedSeries, start: pd.Timestamp, end: pd.Timestamp, factor: float) -> LoadedSeries:

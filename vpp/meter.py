@@ -28,6 +28,11 @@ class MeterReading:
     export_kwh: float | None = None
 
 
+def sub_meter_key(site_id: str, sub_id: str) -> str:
+    """A sub-meter's readings carry this as their site id (and are stored under it): <site>/<sub-meter>."""
+    return f"{site_id}/{sub_id}"
+
+
 def connection_rating_kw(configured_kw: float | None, import_limit_kw: float, export_limit_kw: float, battery_rating_kw: float) -> float:
     """What the connection can carry, for the "beyond the rating" check: the configured rating, else the
     larger finite site limit, else (no limits at all) ten times the batteries' rating."""

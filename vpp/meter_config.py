@@ -46,6 +46,26 @@ class MqttMeterDevice(_Strict):
 MeterDevice = Annotated[SunSpecMeterDevice | ModbusMapMeterDevice | MqttMeterDevice, Field(discriminator="protocol")]
 
 
+class SubMeterModel(_Strict):
+    """``sites[].meter.sub_meters[]``: a meter on the site's load or PV feeder, behind the grid meter."""
+
+    id: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$", description="the sub-meter's id within its site (its readings are stored and reported as <site>/<id>)")
+    role: Literal["load", "pv"] = Field(description="load: it meters what the site consumes; pv: what its PV generates")
+    device: MeterDevice = Field(description="how the sub-meter is reached (mqtt: <topic_prefix>/<site>/<id>/meter/state)")
+    invert: bool = Field(False, description="true: flip its sign (and swap its counters), as for the grid meter")
+    ct_ratio: float = Field(1.0, gt=0, le=100000, description="current-transformer ratio its readings are multiplied by")
+    pt_ratio: float = Field(1.0, gt=0, le=10000, description="voltage-transformer ratio, likewise")
+    poll_s: float = Field(1.0, gt=0, le=10, description="how often it is read (wall seconds)")
+    stale_after_s: float = Field(5.0, gt=0, le=600, description="a reading older than this is stale: not used")
+    frozen_after_s: float = Field(60.0, gt=0, le=3600, description="a reading unchanged (power and counters) this long is frozen: not used")
+
+    @model_validator(mode="after")
+    def _window(self) -> SubMeterModel:
+        if self.stale_after_s < self.poll_s:
+            raise ValueError(f"stale_after_s {self.stale_after_s} is shorter than poll_s {self.poll_s}: every reading would be stale")
+        return self
+
+
 class MeterModel(_Strict):
     """``sites[].meter``: the grid-connection meter the site control loop closes on."""
 
@@ -61,11 +81,18 @@ class MeterModel(_Strict):
     import_margin_kw: float = Field(2.0, ge=0, description="and this far inside the import limit")
     demand_target_kw: float | None = Field(None, gt=0, description="operator cap on the demand-window average import, kW (default: the plan's peak import over its horizon)")
     demand_window_min: float = Field(15.0, gt=0, le=60, description="the tariff's demand window: its average import is what the demand charge bills")
+    sub_meters: list[SubMeterModel] = Field([], max_length=8, description="meters on the site's load and PV feeders: stored, cross-checked against the grid meter (base load = load − PV), and the base load the tick dispatches against while the grid meter is not trusted")
+    agreement_kw: float = Field(10.0, gt=0, description="the sub-meters' load − PV may differ this much from the grid meter's base load (grid − batteries) before the site raises a sub-meter alarm")
 
     @model_validator(mode="after")
     def _window(self) -> MeterModel:
         if self.stale_after_s < self.poll_s:
             raise ValueError(f"stale_after_s {self.stale_after_s} is shorter than poll_s {self.poll_s}: every reading would be stale")
+        ids = [m.id for m in self.sub_meters]
+        if len(set(ids)) < len(ids):
+            raise ValueError(f"sub_meters: ids {ids} repeat")
+        if sum(m.role == "load" for m in self.sub_meters) > 1 or sum(m.role == "pv" for m in self.sub_meters) > 1:
+            raise ValueError("sub_meters: at most one load and one pv sub-meter per site")
         return self
 
 

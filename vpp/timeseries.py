@@ -9,6 +9,7 @@ energy prices per MWh, capacity prices per MW-h, powers in kW.
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 from dataclasses import dataclass
@@ -48,20 +49,22 @@ class LoadedSeries:
 
 
 def read_csv_series(
-    path: Path, time_column: str, timezone: str, columns: dict[str, Column], source: str, delimiter: str = ",", decimal: str = "."
+    path: Path, time_column: str, timezone: str, columns: dict[str, Column], source: str, delimiter: str = ",", decimal: str = ".", text: str | None = None
 ) -> dict[str, LoadedSeries]:
     """Load and check the named columns of one CSV file. Raises ``InputError`` naming file, column and row.
 
     Naive timestamps are read in ``timezone``; cells are read with the file's ``delimiter`` and
     ``decimal`` mark, and a cell that looks written for another convention (``12,5`` in a file
-    read with a decimal point) is an error, never a silently different number.
+    read with a decimal point) is an error, never a silently different number. With ``text``, the
+    table is that text (a market-data delivery, ``vpp.market_data``) and ``path`` only names it.
     """
     where = str(path)
-    if not path.is_file():
+    if text is None and not path.is_file():
         raise InputError(where, "file", str(path.resolve()), "an existing CSV file")
+    table = (lambda: io.StringIO(text)) if text is not None else (lambda: path)
     wanted = [time_column, *(c.column for c in columns.values())]
     try:
-        header = pd.read_csv(path, nrows=0, sep=delimiter).columns
+        header = pd.read_csv(table(), nrows=0, sep=delimiter).columns
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise InputError(where, "file", str(path), f"a readable CSV file ({exc.__class__.__name__})") from exc
     for col in wanted:
@@ -73,7 +76,7 @@ def read_csv_series(
         try:
             # index_col=False: a row with an extra field (an unquoted decimal comma) must not shift the columns
             # and every column is read (usecols would skip the field count check)
-            frame = pd.read_csv(path, sep=delimiter, index_col=False, dtype=str, keep_default_na=False)[list(dict.fromkeys(wanted))]
+            frame = pd.read_csv(table(), sep=delimiter, index_col=False, dtype=str, keep_default_na=False)[list(dict.fromkeys(wanted))]
         except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
             raise InputError(
                 where, "rows", str(exc).splitlines()[0][:120], f"as many fields in every row as in the header (a decimal comma such as 12,5 in a {delimiter!r}-delimited file? set delimiter and decimal on the data source)"
@@ -136,18 +139,24 @@ def magnitude_warnings(series: LoadedSeries, unit: str, currency: str) -> list[s
     """
     if series.quantity not in _BANDS:
         return []
-    low, high, per = _BANDS[series.quantity]
-    scale = _CURRENCY_SCALE.get(currency.upper(), 1.0)
+    low, high, per = price_band(series.quantity, currency)
     magnitude = np.abs(series.values.to_numpy())
     magnitude = magnitude[magnitude > 0]
     if magnitude.size == 0:
         return []
     median = float(np.median(magnitude))
-    if low * scale <= median <= high * scale:
+    if low <= median <= high:
         return []
     other = {"per_mwh": "per_kwh", "per_kwh": "per_mwh", "per_mw_h": "per_kw_h", "per_kw_h": "per_mw_h"}.get(unit, "another unit")
-    size = "small" if median < low * scale else "large"
+    size = "small" if median < low else "large"
     return [f"{series.name}: typical price {median:,.4g} {currency} {per} is implausibly {size} for unit {unit!r}; is the column in {other}?"]
+
+
+def price_band(quantity: str, currency: str) -> tuple[float, float, str]:
+    """The band a typical ``quantity`` (energy_price / capacity_price) sits in, in ``currency``, and its unit."""
+    low, high, per = _BANDS[quantity]
+    scale = _CURRENCY_SCALE.get(currency.upper(), 1.0)
+    return low * scale, high * scale, per
 
 
 def _parse_times(raw: pd.Series, timezone: str, where: str, column: str) -> pd.DatetimeIndex:

@@ -5,7 +5,8 @@ API to localhost or put it behind a proxy); ``GET``/``PUT /overrides`` need
 ``Authorization: Bearer <token>`` from ``daemon.api``, and are refused outright
 when no token is configured. ``PUT /overrides`` takes an overrides file (JSON
 or YAML, ``{"overrides": [...]}``), validates it with the same loader as the
-file, and replaces the file atomically.
+file, and replaces the file atomically. ``PUT /market-data?source=NAME`` (same token) takes a delivery:
+a CSV table in the layout of the config's data source NAME (``vpp.daemon.market_data``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from vpp.daemon.market_data import DeliveryRejected
 from vpp.daemon.watch import OverridesRejected
 from vpp.errors import InputError
 from vpp.overrides import Override
@@ -138,6 +140,23 @@ def build_app(daemon: Daemon) -> FastAPI:
         daemon.overrides_changed()
         return JSONResponse({"overrides": [override_json(o) for o in overrides]})
 
+    @app.put("/market-data", dependencies=[Depends(authorized)])
+    async def put_market_data(request: Request, source: str | None = None) -> JSONResponse:
+        intake = daemon.market_data
+        if intake is None:
+            raise HTTPException(404, "market data inlet disabled: no daemon.market_data block in the config")
+        origin = f"{request.client.host if request.client else '?'}"
+        raw = await _body(request, intake.settings.max_bytes)
+        if raw is None:
+            message = f"body larger than {intake.settings.max_bytes} bytes"
+            intake.reject("api", origin, source, message)
+            raise HTTPException(413, message)
+        try:
+            outcome = await intake.deliver(raw, source, "api", origin)
+        except DeliveryRejected as err:
+            return JSONResponse({"error": str(err)}, status_code=err.status)
+        return JSONResponse(outcome.json())
+
     @app.get("/metrics")
     def metrics() -> Response:
         return Response(daemon.metrics.render(), media_type=CONTENT_TYPE_LATEST)
@@ -172,6 +191,8 @@ def health(daemon: Daemon) -> dict[str, Any]:
             reasons.append("no schedule covers now: units idle at 0 W")
     if daemon.site_loop is not None:  # a meter alarm: the site runs fail-safe
         reasons += [f"meter alarm at site {sid}: {sm.alarm}" for sid, sm in daemon.site_loop.sites.items() if sm.alarm is not None]
+    if daemon.market_data is not None and (late := daemon.market_data.late_series()):
+        reasons.append(f"market data late for {', '.join(late)}: the plan uses the {daemon.market_data.spec.method} forecast there")
     unhealthy = age is None or last is None or age > limit
     status = "unhealthy" if unhealthy else "degraded" if reasons else "ok"
     return {"status": status, "reasons": reasons, "last_tick_age_s": age, "units": len(daemon.cfg.units), "in_dispatch": in_dispatch}
@@ -234,6 +255,7 @@ def daemon_status(daemon: Daemon) -> dict[str, Any]:
             "source": daemon.watcher.source,
             "last_error": daemon.watcher.last_error,
         },
+        "market_data": daemon.market_data.status() if daemon.market_data is not None else None,
         "fleet": {
             "units": len(units),
             "in_dispatch": sum(u["in_dispatch"] for u in units.values()),

@@ -9,7 +9,7 @@ faster than the wall clock, for demos and end-to-end tests.
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import datetime, time
 from pathlib import Path
 from typing import Literal
 
@@ -82,6 +82,30 @@ class CentralLinkModel(_Strict):
     outbox_max_rows: int = Field(1_000_000, ge=100, description="buffered messages kept while the link is down; past this the oldest telemetry is dropped (interval records never)")
 
 
+class FeedModel(_Strict):
+    kind: Literal["entsoe", "gridstatus"] = Field(description="entsoe: ENTSO-E day-ahead prices (entsoe-py); gridstatus: a US ISO's prices incl. ancillary services (gridstatus)")
+    source: str = Field(min_length=1, description="the data: source whose layout the feed delivers in (its file fixes time grid and units)")
+    columns: dict[str, str] = Field(min_length=1, description="the source's series name → the feed's field: entsoe 'price'; gridstatus a column of its table (e.g. LMP, or an ancillary service such as Regulation Up)")
+    area: str = Field(min_length=1, description="entsoe: the bidding zone (e.g. DE_LU, FR); gridstatus: the ISO class (CAISO, ERCOT, PJM, NYISO, ISONE, MISO, SPP)")
+    location: str | None = Field(None, description="gridstatus: the node, hub or zone the prices are for (e.g. TH_NP15_GEN-APND); ancillary prices by region")
+    market: str = Field("DAY_AHEAD_HOURLY", description="gridstatus: the market of the query (DAY_AHEAD_HOURLY, REAL_TIME_15_MIN, ...)")
+    query: Literal["lmp", "as_prices"] = Field("lmp", description="gridstatus: get_lmp (energy) or get_as_prices (ancillary services)")
+    every_min: float = Field(60.0, ge=1, description="wall minutes between two fetches (each fetches today and tomorrow)")
+    api_key_env: str | None = Field(None, description="environment variable holding the feed's API key (entsoe needs one; never in the config)")
+
+
+class MarketDataModel(_Strict):
+    drop_folder: str | None = Field(None, description="folder watched for delivered CSV files named <source>*.csv (relative to the config); each is processed once and moved to done/ or rejected/ (with a .reason file)")
+    drop_poll_s: float = Field(2.0, gt=0, description="how often the drop folder is looked at, wall seconds")
+    mqtt_topic: str | None = Field(None, description="topic prefix on the config's broker: a CSV payload on <prefix>/<source> is a delivery; none: no MQTT inlet")
+    max_bytes: int = Field(1_000_000, gt=0, le=16_000_000, description="largest delivery accepted by any inlet, bytes")
+    fallback: Literal["persistence", "last_week", "rolling_mean"] = Field("persistence", description="forecaster the plan uses for the horizon's intervals that no delivery or data file covers")
+    published_at: time | None = Field(None, description="local time by which the next day's data is due (e.g. 13:00 for EPEX day-ahead): past it, a horizon not covered up to the end of tomorrow is late (status, metrics); none: never late")
+    max_age_days: int = Field(35, ge=1, description="a delivery's intervals may start at most this many days before now")
+    max_ahead_days: int = Field(8, ge=1, description="and at most this many days after now")
+    feeds: list[FeedModel] = Field([], description="public market-data feeds polled by the daemon (optional extra: pip install 'vpp-engine[feeds]')")
+
+
 class DaemonModel(_Strict):
     tick_s: float = Field(2.0, gt=0, description="control tick period")
     poll_s: float = Field(1.0, gt=0, description="telemetry poll period of the Modbus adapters")
@@ -98,6 +122,9 @@ class DaemonModel(_Strict):
     clock: ClockModel = Field(ClockModel(), description="the market clock (faster than the wall clock for demos and tests)")
     web: WebModel = Field(WebModel(), description="the operator console and customer portal: users, sessions, language")
     central: CentralLinkModel | None = Field(None, description="connect this gateway to a plant's central aggregator (`vpp central`); absent: standalone")
+
+
+    market_data: MarketDataModel | None = Field(None, description="market data pushed into the running daemon (drop folder, PUT /market-data, MQTT, public feeds); none: prices come from the config's files only")
 
     @field_validator("setpoint_valid_s")
     @classmethod

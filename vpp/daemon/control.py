@@ -124,10 +124,11 @@ class ControlLoop:
         self.longest_gap_s = 0.0
         self._slot: int | None = None  # the tick period (since the first tick, rounded) the last tick started in
         self._first_started: float | None = None
-        self.written_at: dict[str, pd.Timestamp] = {}  # wall time of each unit's last successful write
+        self.written_at: dict[str, pd.Timestamp] = {}  # wall time each unit's last successful write was acknowledged
         self.out: frozenset[str] | None = None
         self.ticked = asyncio.Event()  # set after every tick (tests and the bench wait on it)
         n = len(dfleet.unit_ids)
+        self._position = {uid: i for i, uid in enumerate(dfleet.unit_ids)}
         self._bucket = TelemetryBucket.empty(None, n)
         self._energy = EnergyBuckets(dfleet.unit_ids, downsample, pd.Timedelta(seconds=self.step_s * clock.speed))
         self._interval: pd.Timestamp | None = None
@@ -154,10 +155,9 @@ class ControlLoop:
             self.site_loop.plan, self.site_loop.schedule = result, schedule
             result = self.site_loop.apply(result, wall, now, self.written_at, self._last_kw)
         setpoints = [replace(sp, issued_at=wall.to_pydatetime()) for sp in result.setpoints(self.valid_s)]
-        first = dict(zip(self.dfleet.unit_ids, write_first(self.dfleet, result.power_kw, self._last_kw, self.site_base(now))))
+        first = write_first(self.dfleet, result.power_kw, self._last_kw, self.site_base(now))
         decided = time.perf_counter()
-        errors = await self._write([sp for sp in setpoints if first[sp.unit_id]], wall)  # toward the limits' safe side first
-        errors |= await self._write([sp for sp in setpoints if not first[sp.unit_id]], wall)
+        errors = await self._write_waves(setpoints, first)
         duration = time.perf_counter() - started
 
         self._record(result, schedule_id, wall, now, errors)
@@ -184,11 +184,8 @@ class ControlLoop:
         changed = ~np.isnan(result.power_kw) & ~(np.abs(result.power_kw - self._last_kw) <= DEADBAND_KW)
         if not changed.any():
             return 0
-        setpoints = {sp.unit_id: replace(sp, issued_at=wall.to_pydatetime()) for sp in result.setpoints(self.valid_s)}
-        first = write_first(self.dfleet, result.power_kw, self._last_kw, site_base_kw)
-        errors: dict[str, str] = {}
-        for wave in (first, ~first):
-            errors |= await self._write([setpoints[self.dfleet.unit_ids[i]] for i in np.flatnonzero(changed & wave)], wall)
+        setpoints = [replace(sp, issued_at=wall.to_pydatetime()) for sp in result.setpoints(self.valid_s) if changed[self._position[sp.unit_id]]]
+        errors = await self._write_waves(setpoints, write_first(self.dfleet, result.power_kw, self._last_kw, site_base_kw))
         ok = changed & np.array([uid not in errors for uid in self.dfleet.unit_ids])
         self._last_kw = np.where(ok, result.power_kw, self._last_kw)
         self._record(result, self.schedule.id, wall, now, errors)
@@ -200,7 +197,7 @@ class ControlLoop:
         if self.last is not None:  # the units ran their last commands until now: that energy flowed too
             self._energy.add(self.clock.to_sim(wall), np.nan_to_num(self.last.result.power_kw), self.last.result.dispatched())
         setpoints = [Setpoint(uid, 0.0, wall.to_pydatetime(), self.valid_s) for uid in self.adapters]
-        errors = await self._write(setpoints, wall)
+        errors = await self._write(setpoints)
         for uid, err in errors.items():
             log.warning("shutdown: 0 W not written unit=%s error=%s (its revert timer takes over)", uid, err)
         return len(setpoints) - len(errors)
@@ -219,8 +216,28 @@ class ControlLoop:
         delta = offset.to_pytimedelta()
         return {uid: (replace(t, timestamp=t.timestamp + delta) if t is not None else None) for uid, t in snapshot.items()}
 
-    async def _write(self, setpoints: list[Setpoint], wall: pd.Timestamp) -> dict[str, str]:
+    async def _write_waves(self, setpoints: list[Setpoint], first: np.ndarray) -> dict[str, str]:
+        """Each site in two waves, the units that move toward its limits' safe side (``first``) acknowledged
+        before the others are written; the sites themselves in parallel, so one slow gateway's first wave
+        holds back only its own sites' second wave."""
+        waves: dict[int, tuple[list[Setpoint], list[Setpoint]]] = {}
+        for sp in setpoints:
+            i = self._position[sp.unit_id]
+            waves.setdefault(int(self.dfleet.unit_site[i]), ([], []))[0 if first[i] else 1].append(sp)
+
+        async def site(safe_side: list[Setpoint], rest: list[Setpoint]) -> dict[str, str]:
+            return await self._write(safe_side) | await self._write(rest)
+
+        errors: dict[str, str] = {}
+        for site_errors in await asyncio.gather(*(site(*w) for w in waves.values())):
+            errors |= site_errors
+        return errors
+
+    async def _write(self, setpoints: list[Setpoint]) -> dict[str, str]:
         results = await asyncio.gather(*(self.adapters[sp.unit_id].write(sp) for sp in setpoints), return_exceptions=True)
+        # acknowledged by now: a meter reading is known to see these setpoints only if it was taken after this
+        # (stamping the tick's start instead let a reading taken while the writes queued pass for one that did)
+        acked = self.clock.wall()
         errors: dict[str, str] = {}
         for sp, outcome in zip(setpoints, results):
             if isinstance(outcome, BaseException):
@@ -230,7 +247,7 @@ class ControlLoop:
                     log.warning("setpoint not written unit=%s power_kw=%.3f error=%s", sp.unit_id, sp.power_kw, errors[sp.unit_id])
                 self._write_failing[sp.unit_id] = errors[sp.unit_id]
             else:
-                self.written_at[sp.unit_id] = wall
+                self.written_at[sp.unit_id] = acked
                 if self._write_failing.pop(sp.unit_id, None) is not None:
                     log.info("setpoints written again unit=%s", sp.unit_id)
         return errors
@@ -355,6 +372,8 @@ class ControlLoop:
         previous, self._interval = self._interval, current
         if previous is not None and current > previous:
             self._flush_bucket(now)  # the closed interval's last bucket, before it is settled
+            if self.site_loop is not None:
+                self.site_loop.flush_closed(now)  # and its meters' last buckets
             self.on_interval_closed(previous)
 
 

@@ -45,3 +45,19 @@ def month_peaks(engine: Engine, month_start: pd.Timestamp) -> dict[str, float]:
     query = sa.select(demand_windows.c.site_id, sa.func.max(demand_windows.c.average_kw)).where(demand_windows.c.window_start >= bound.to_pydatetime()).group_by(demand_windows.c.site_id)
     with engine.connect() as conn:
         return {site: float(peak) for site, peak in conn.execute(query)}
+
+
+def readings(engine: Engine, start: pd.Timestamp, end: pd.Timestamp, site_ids: list[str]) -> pd.DataFrame:
+    """Meter buckets of the given sites in [start, end) (market time): bucket_start (UTC), site_id,
+    power_kw_mean, import_kwh, export_kwh, samples."""
+    c = meter_readings.c
+    query = sa.select(meter_readings).where(c.bucket_start >= _db(engine, start), c.bucket_start < _db(engine, end), c.site_id.in_(site_ids))
+    with engine.connect() as conn:
+        frame = pd.DataFrame(conn.execute(query).mappings().all(), columns=[col.name for col in meter_readings.columns])
+    frame["bucket_start"] = pd.to_datetime(frame["bucket_start"], utc=True)
+    return frame.astype({"import_kwh": float, "export_kwh": float})
+
+
+def _db(engine: Engine, ts: pd.Timestamp) -> object:
+    utc = ts.tz_convert("UTC")
+    return (utc.tz_localize(None) if engine.dialect.name == "sqlite" else utc).to_pydatetime()

@@ -44,6 +44,11 @@ def _ping() -> int:
     return 0
 
 
+def _adopt(cfg: VppConfig) -> None:
+    global _CONFIG
+    _CONFIG = cfg
+
+
 class SolveFailed(Exception):
     """A solve's error, as one line: the engine's own exceptions do not all survive pickling back."""
 
@@ -91,6 +96,16 @@ class Reoptimizer:
             self._kill(self._pool)
             self._pool = None
         self.start()
+
+    def adopt(self, cfg: VppConfig) -> None:
+        """Solve on ``cfg`` (the same config with other series values) from the next solve on: the one worker
+        runs it before that solve, and a replaced worker starts with it. No process restart."""
+        self.cfg = cfg
+        if self._pool is not None:
+            try:
+                self._pool.submit(_adopt, cfg)
+            except BrokenProcessPool:  # the worker died since the last solve: a fresh one starts with ``cfg``
+                self._recycle()
 
     def close(self) -> None:
         if self._pool is not None:

@@ -9,7 +9,10 @@ interval it was in dispatch, and the prices from the config. An interval the
 daemon saw only in part is settled on what is known and flagged
 (``daemon_settled_intervals.coverage`` < 1, and a warning). ``vpp.settlement``
 turns that into amounts and ``vpp.ledger.store.record_settlements`` stores them
-in one transaction, keyed by unit × interval × stream. Each interval is settled
+in one transaction, keyed by unit × interval × stream. A retail site with a
+grid meter is billed on the meter's counters, one without on the configured
+load/PV, both as bills whose month-to-date demand charge is booked as it
+changes (``vpp.daemon.retail_sites``). Each interval is settled
 on its own (so per-horizon streams never depend on how intervals were
 batched), and the same inputs are read back after a restart: a re-settlement
 is identical and the ledger keeps the first. ``daemon_settled_intervals`` only
@@ -30,6 +33,8 @@ import sqlalchemy as sa
 from optimizers.problem import build_problem
 from vpp.config import VppConfig
 from vpp.daemon.clock import Clock
+from vpp.daemon.config import DaemonModel
+from vpp.daemon.retail_sites import RetailSites
 from vpp.daemon.store import Store, schedules
 from vpp.ledger.money import currency_exponent
 from vpp.ledger.store import record_settlements
@@ -47,6 +52,7 @@ class Settler:
         self.unit_ids = tuple(u.id for u in cfg.units)
         self.energy_kwh = np.array([u.energy_kwh for u in cfg.units])
         self._schedules: dict[int, Schedule] = {}
+        self.retail_sites = RetailSites(cfg, pd.Timedelta(seconds=(cfg.daemon or DaemonModel()).telemetry_downsample_s), clock.speed)
 
     def catch_up(self, now: pd.Timestamp) -> int:
         """Settle every closed interval since the first recorded telemetry that the ledger lacks (start-up)."""
@@ -72,10 +78,12 @@ class Settler:
         schedule = self._schedule_for(start, end)
         reserve, from_charge, dr = self._held(schedule, start, held)
         problem = build_problem(self.cfg.fleet, self.cfg.market, index, terminal=self.cfg.terminal, where=f"{self.cfg.path}: settlement {start.isoformat()}")
-        frame = settle(problem, power[:, None], soc, reserve, dr, reserve_from_charge_kw=from_charge, currency_exponent=currency_exponent(self.cfg.currency))
+        exponent = currency_exponent(self.cfg.currency)
+        frame = settle(problem, power[:, None], soc, reserve, dr, reserve_from_charge_kw=from_charge, currency_exponent=exponent)
         dt_h = self.cfg.interval.total_seconds() / 3600.0
         energy = pd.DataFrame({"interval_start": index[0], "unit_id": self.unit_ids, "discharged_kwh": np.maximum(power, 0.0) * dt_h, "charged_kwh": np.maximum(-power, 0.0) * dt_h})
-        new = record_settlements(self.store.engine, frame, energy)
+        frame, sites = self.retail_sites.settle(self.store.engine, start, end, power * dt_h, problem.site_net_load_kw[:, 0], frame, exponent)
+        new = record_settlements(self.store.engine, frame, energy, sites)
         self.store.mark_settled(start, self.clock.wall(), len(frame), coverage)
         self.on_settled()
         total = int(frame["amount_minor"].sum()) if len(frame) else 0

@@ -14,6 +14,16 @@ last written (the device had its new command before its telemetry could show
 it). A meter reading older than the last write at its site is not acted on:
 it shows the batteries before that write, and would make the loop undo it.
 Sites without a meter are left to the tick (configured series), as before.
+
+Sub-meters on a site's load and PV feeders (``meter.sub_meters``) are read,
+judged and stored like the grid meter (under ``<site>/<id>``). Where the
+site's sub-meters are good, their load − PV is checked against the grid
+meter's base load (an alarm when they disagree by more than ``agreement_kw``
+for longer than the sub-meters' ``stale_after_s``: a CT on the wrong phase, a
+feeder nobody metered), and while the grid meter is not trusted it is the base
+the tick dispatches against instead of the configured series. It never
+loosens the fail-safe: a no-export site with a bad grid meter still stops
+discharging (the grid meter is what the utility measures).
 """
 
 from __future__ import annotations
@@ -35,8 +45,8 @@ from vpp.daemon.meter_store import demand_windows, meter_readings, month_peaks
 from vpp.dispatch import TOLERANCE_KW, DispatchFleet, TickResult
 from vpp.fleet import Site
 from vpp.fleet_state import FleetState
-from vpp.meter import DemandWindow, MeterCheck, MeterReading, MeterVerdict, connection_rating_kw, staleness
-from vpp.meter_config import MeterModel
+from vpp.meter import DemandWindow, MeterCheck, MeterReading, MeterVerdict, connection_rating_kw, staleness, sub_meter_key
+from vpp.meter_config import MeterModel, SubMeterModel
 from vpp.schedule import Schedule
 from vpp.site_control import CUT_REASONS, NONE, base_load_kw, demand_import_cap_kw, fit_to_site, site_sum_bounds
 
@@ -72,6 +82,37 @@ class SiteMeter:
     month_peak_kw: float = 0.0
     breaches: int = 0
     bucket: MeterBucket = field(default_factory=MeterBucket)
+    closed_before: pd.Timestamp | None = None  # buckets before this are stored: a late reading is not added to them
+    subs: dict[str, SubMeter] = field(default_factory=dict)  # by role: load, pv
+    sub_disagreement_kw: float | None = None  # grid base − sub-meters' load − PV, when both were good
+    disagree_since: datetime | None = None
+    sub_alarm: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.site.id
+
+
+@dataclass
+class SubMeter:
+    """A meter on one of a site's feeders (load or PV); + = out of the feeder towards the grid, as the grid meter."""
+
+    key: str  # <site>/<id>
+    model: SubMeterModel
+    check: MeterCheck
+    reading: MeterReading | None = None
+    accepted: MeterVerdict = field(default_factory=lambda: MeterVerdict(True))
+    bucket: MeterBucket = field(default_factory=MeterBucket)
+    closed_before: pd.Timestamp | None = None
+
+    def verdict(self, wall: datetime) -> MeterVerdict:
+        fresh = staleness(self.reading, wall, self.model.stale_after_s)
+        return fresh if not fresh.ok else self.accepted if not self.accepted.ok else self.check.verdict(wall)
+
+    def kw(self) -> float:
+        """What the feeder carries, kW: the load consumed, or the PV generated."""
+        assert self.reading is not None and self.reading.power_kw is not None
+        return -self.reading.power_kw if self.model.role == "load" else self.reading.power_kw
 
 
 class SiteLoopMetrics:
@@ -83,6 +124,7 @@ class SiteLoopMetrics:
         self.breaches = Counter("vpp_demand_breaches_total", "Demand windows whose average import ended above the target", ["site"], registry=r)
         self.cycle = Histogram("vpp_site_cycle_seconds", "Site control cycle: meters to setpoints written", buckets=LATENCY_BUCKETS, registry=r)
         self.latency = Histogram("vpp_meter_to_setpoint_seconds", "Age of the meter reading when the setpoints it caused were written", buckets=LATENCY_BUCKETS, registry=r)
+        self.sub_disagreement = Gauge("vpp_sub_meter_disagreement_kw", "Grid meter base load minus the sub-meters' load - PV", ["site"], registry=r)
 
 
 class SiteLoop:
@@ -97,13 +139,16 @@ class SiteLoop:
             members = dfleet.unit_site == i
             battery_kw = float(np.maximum(dfleet.max_charge_kw[members], dfleet.max_discharge_kw[members]).sum())
             rating = connection_rating_kw(meter.rating_kw, site.import_limit_kw, site.export_limit_kw, battery_kw)
-            self.sites[site_id] = SiteMeter(i, site, meter, MeterCheck(rating, meter.frozen_after_s), DemandWindow(meter.demand_window_min * 60.0), month_peak_kw=site.demand_peak_so_far_kw)
+            sm = self.sites[site_id] = SiteMeter(i, site, meter, MeterCheck(rating, meter.frozen_after_s), DemandWindow(meter.demand_window_min * 60.0), month_peak_kw=site.demand_peak_so_far_kw)
+            sm.subs = {sub.role: SubMeter(sub_meter_key(site_id, sub.id), sub, MeterCheck(rating, sub.frozen_after_s)) for sub in meter.sub_meters}
+        self.subs: dict[str, SubMeter] = {sub.key: sub for sm in self.sites.values() for sub in sm.subs.values()}
         n = len(dfleet.site_ids)
         self.metered = np.array([sid in self.sites for sid in dfleet.site_ids])
         self.export_margin = np.array([self.sites[s].meter.export_margin_kw if s in self.sites else 0.0 for s in dfleet.site_ids])
         self.import_margin = np.array([self.sites[s].meter.import_margin_kw if s in self.sites else 0.0 for s in dfleet.site_ids])
         self.cycle_s = min([MAX_CYCLE_S, *(m.meter.poll_s for m in self.sites.values())])
         self._base = np.full(n, np.nan)  # last measured base load per site (NaN: none yet)
+        self._sub_base = np.full(n, np.nan)  # the sub-meters' load − PV where the grid meter is not trusted
         self.plan: TickResult | None = None  # the last tick's dispatch result, before this loop's law
         self.schedule: Schedule | None = None
         self.cycles = 0
@@ -122,6 +167,14 @@ class SiteLoop:
     # ------------------------------------------------------------ meter input
 
     def on_reading(self, reading: MeterReading) -> None:
+        sub = self.subs.get(reading.site_id)
+        if sub is not None:
+            if sub.reading is None or reading.timestamp > sub.reading.timestamp:
+                sub.accepted = sub.check.accept(reading)
+                if sub.accepted.ok:
+                    sub.reading = reading
+                    self._bucket(sub, self.clock.to_sim(pd.Timestamp(reading.timestamp)), reading)
+            return
         sm = self.sites.get(reading.site_id)
         if sm is None or (sm.reading is not None and reading.timestamp <= sm.reading.timestamp):
             return
@@ -150,11 +203,14 @@ class SiteLoop:
         row = {"window_start": start.to_pydatetime(), "site_id": sm.site.id, "average_kw": average_kw, "target_kw": target if math.isfinite(target) else None, "breach": breach}
         self.store.submit(self.store.insert, demand_windows, [row])
 
-    def _bucket(self, sm: SiteMeter, market: pd.Timestamp, reading: MeterReading) -> None:
+    def _bucket(self, sm: SiteMeter | SubMeter, market: pd.Timestamp, reading: MeterReading) -> None:
         start = market.floor(self.downsample)
+        if sm.closed_before is not None and start < sm.closed_before:
+            return  # its bucket is stored (and perhaps settled): a bill must not change after the fact
         b = sm.bucket
         if b.start is not None and b.start != start:
             self._flush(sm)
+            sm.closed_before = start
             b = sm.bucket
         b.start = start
         b.power_sum += reading.power_kw or 0.0
@@ -162,16 +218,25 @@ class SiteLoop:
         b.import_kwh = reading.import_kwh if reading.import_kwh is not None else b.import_kwh
         b.export_kwh = reading.export_kwh if reading.export_kwh is not None else b.export_kwh
 
-    def _flush(self, sm: SiteMeter) -> None:
+    def _flush(self, sm: SiteMeter | SubMeter) -> None:
         b = sm.bucket
         if b.start is not None and b.samples:
-            row = {"bucket_start": b.start.to_pydatetime(), "site_id": sm.site.id, "power_kw_mean": b.power_sum / b.samples, "import_kwh": b.import_kwh, "export_kwh": b.export_kwh, "samples": b.samples}
+            row = {"bucket_start": b.start.to_pydatetime(), "site_id": sm.key, "power_kw_mean": b.power_sum / b.samples, "import_kwh": b.import_kwh, "export_kwh": b.export_kwh, "samples": b.samples}
             self.store.submit(self.store.insert, meter_readings, [row])
         sm.bucket = MeterBucket()
 
     def flush(self) -> None:
-        for sm in self.sites.values():
+        for sm in [*self.sites.values(), *self.subs.values()]:
             self._flush(sm)
+
+    def flush_closed(self, now: pd.Timestamp) -> None:
+        """Store the meter buckets that ended by ``now`` (market time): the tick calls this when an interval
+        closes, before it is settled, so settlement never waits for the next meter reading."""
+        current = now.floor(self.downsample)
+        for sm in [*self.sites.values(), *self.subs.values()]:
+            if sm.bucket.start is not None and sm.bucket.start < current:
+                self._flush(sm)
+            sm.closed_before = current if sm.closed_before is None else max(sm.closed_before, current)
 
     def _judge(self, sm: SiteMeter, verdict: MeterVerdict) -> None:
         """Raise or clear the site's meter alarm (one log line per change)."""
@@ -181,7 +246,7 @@ class SiteLoop:
             if alarm is None:
                 log.info("meter alarm cleared site=%s: normal site control resumes", sm.site.id)
             else:
-                failsafe = "discharge stopped (no export allowed)" if sm.site.export_limit_kw == 0 else "site limits held against the configured load/PV"
+                failsafe = "discharge stopped (no export allowed)" if sm.site.export_limit_kw == 0 else f"site limits held against the {'sub-meters while they are good, else the ' if sm.subs else ''}configured load/PV"
                 log.warning("meter alarm site=%s reason=%s: %s", sm.site.id, alarm, failsafe)
         sm.alarm = alarm
         self.metrics.meter_ok.labels(sm.site.id).set(0.0 if alarm else 1.0)
@@ -228,23 +293,56 @@ class SiteLoop:
         battery = self.battery_in_effect_kw(written_at, last_kw)
         n = len(self.dfleet.site_ids)
         for sm in self.sites.values():
+            sub_base = self._sub_base_kw(sm, wall.to_pydatetime())
             if not sm.verdict.ok or sm.reading is None:
                 self._base[sm.index] = np.nan
+                self._sub_base[sm.index] = np.nan if sub_base is None else sub_base
                 continue
+            self._sub_base[sm.index] = np.nan
             members = np.flatnonzero(self.dfleet.unit_site == sm.index)
             last_write = max((written_at[self.dfleet.unit_ids[i]] for i in members if self.dfleet.unit_ids[i] in written_at), default=None)
             if np.isnan(self._base[sm.index]) or last_write is None or pd.Timestamp(sm.reading.timestamp) > last_write:
                 meter = np.zeros(n)
                 meter[sm.index] = sm.reading.power_kw
                 self._base[sm.index] = base_load_kw(meter, np.where(self.dfleet.unit_site == sm.index, battery, 0.0), self.dfleet.unit_site, n)[sm.index]
+            self._cross_check(sm, sub_base, wall.to_pydatetime())
         return self._base.copy()
+
+    def _sub_base_kw(self, sm: SiteMeter, wall: datetime) -> float | None:
+        """The site's load − PV from its sub-meters, when they cover it (a load sub-meter, and a PV one where
+        the site has PV) and every one is good; else None."""
+        load, pv = sm.subs.get("load"), sm.subs.get("pv")
+        if load is None or (pv is None and sm.site.pv_kw is not None):
+            return None
+        if not all(sub.verdict(wall).ok for sub in sm.subs.values()):
+            return None
+        return load.kw() - (pv.kw() if pv is not None else 0.0)
+
+    def _cross_check(self, sm: SiteMeter, sub_base: float | None, wall: datetime) -> None:
+        """Raise (or clear) the site's sub-meter alarm when grid and sub-meters disagree for long enough."""
+        if sub_base is None or np.isnan(self._base[sm.index]):
+            sm.sub_disagreement_kw, sm.disagree_since = None, None
+            return
+        d = sm.sub_disagreement_kw = float(self._base[sm.index] - sub_base)
+        self.metrics.sub_disagreement.labels(sm.site.id).set(d)
+        if abs(d) <= sm.meter.agreement_kw:
+            sm.disagree_since = None
+            if sm.sub_alarm is not None:
+                log.info("sub-meter alarm cleared site=%s: sub-meters agree with the grid meter again", sm.site.id)
+            sm.sub_alarm = None
+            return
+        sm.disagree_since = sm.disagree_since or wall
+        patience_s = max(sub.model.stale_after_s for sub in sm.subs.values())
+        if sm.sub_alarm is None and (wall - sm.disagree_since).total_seconds() >= patience_s:
+            sm.sub_alarm = f"sub-meters' load - PV {sub_base:.1f} kW against the grid meter's base load {self._base[sm.index]:.1f} kW ({d:+.1f} kW, more than {sm.meter.agreement_kw:g} kW): check the sub-meters' CT, sign and phase"
+            log.warning("sub-meter alarm site=%s: %s", sm.site.id, sm.sub_alarm)
 
     def dispatch_base(self, configured_kw: np.ndarray | None) -> np.ndarray | None:
         """The tick's site base: measured where a meter is good, the configured series elsewhere."""
         if not self.sites:
             return configured_kw
         configured = np.zeros(len(self.dfleet.site_ids)) if configured_kw is None else configured_kw
-        return np.where(np.isnan(self._base), configured, self._base)
+        return np.where(np.isnan(self._base), np.where(np.isnan(self._sub_base), configured, self._sub_base), self._base)
 
     def apply(self, result: TickResult, wall: pd.Timestamp, now: pd.Timestamp, written_at: Mapping[str, pd.Timestamp], last_kw: np.ndarray) -> TickResult:
         """The site law on a dispatch result (the plan's setpoints stay the target)."""
@@ -334,6 +432,13 @@ class SiteLoop:
                 "base_load_kw": None if np.isnan(self._base[sm.index]) else float(self._base[sm.index]),
                 "demand": {"window_average_kw": sm.window.average_kw(now.timestamp()), "target_kw": target if math.isfinite(target) else None, "month_peak_kw": sm.month_peak_kw, "breaches": sm.breaches},
             }
+            if sm.subs:
+                out[site_id]["sub_meters"] = {
+                    "alarm": sm.sub_alarm,
+                    "disagreement_kw": sm.sub_disagreement_kw,
+                    "base_load_kw": None if np.isnan(self._sub_base[sm.index]) else float(self._sub_base[sm.index]),  # in use while the grid meter is not trusted
+                    **{sub.key: {"role": sub.model.role, "ok": (v := sub.verdict(wall)).ok, "reason": v.reason or None, "kw": sub.kw() if sub.reading is not None else None} for sub in sm.subs.values()},
+                }
         return out
 
     def _month_start(self, at: pd.Timestamp) -> pd.Timestamp:

@@ -52,6 +52,26 @@ metered_energy = sa.Table(
     sa.Index("metered_energy_by_interval", "interval_start"),
 )
 
+site_energy = sa.Table(
+    "site_energy",  # a metered site's grid-meter energy and bills per interval (vpp.site_billing)
+    METADATA,
+    sa.Column("site_id", _ID, nullable=False),
+    sa.Column("interval_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("import_wh", sa.BigInteger, nullable=False),
+    sa.Column("export_wh", sa.BigInteger, nullable=False),
+    sa.Column("battery_wh", sa.BigInteger, nullable=False),  # the site's batteries' net discharge
+    sa.Column("baseline_import_wh", sa.BigInteger, nullable=False),  # without the battery
+    sa.Column("baseline_export_wh", sa.BigInteger, nullable=False),
+    sa.Column("bill_minor", sa.BigInteger, nullable=False),  # energy charges with the battery
+    sa.Column("baseline_bill_minor", sa.BigInteger, nullable=False),  # and without it
+    sa.Column("source", sa.String(16), nullable=False),  # counters | power (the flagged fallback) | model (unmetered: load − PV)
+    sa.Column("flag", sa.String(256), nullable=False),  # why the counters were not used ("" when they were)
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint("site_id", "interval_start", name="site_energy_site_interval"),
+    sa.Index("site_energy_by_interval", "interval_start"),
+)
+SITE_ENERGY_VALUES = ["import_wh", "export_wh", "battery_wh", "baseline_import_wh", "baseline_export_wh", "bill_minor", "baseline_bill_minor", "source", "flag"]
+
 statements = sa.Table(
     "statements",
     METADATA,
@@ -73,13 +93,14 @@ class SettlementConflict(VppError):
     """A row was recorded again with a different amount; nothing of the batch was written."""
 
 
-def record_settlements(engine: Engine, frame: pd.DataFrame, energy: pd.DataFrame | None = None) -> int:
+def record_settlements(engine: Engine, frame: pd.DataFrame, energy: pd.DataFrame | None = None, sites: pd.DataFrame | None = None) -> int:
     """Record a batch of settled amounts (and optionally the units' metered energy) in ONE transaction.
 
     ``frame``: the settlement frame (``interval_start`` tz-aware, ``unit_id``, ``site_id``, ``stream``,
     integer ``amount_minor``; other columns such as the float ``amount`` are ignored).
     ``energy``: ``interval_start``, ``unit_id``, ``discharged_kwh``, ``charged_kwh`` (≥ 0), stored as
     whole Wh; contracts with an operating fee per kWh dispatched bill on it.
+    ``sites``: metered sites' rows (``site_id``, ``interval_start`` and ``SITE_ENERGY_VALUES``), same rules.
     Returns the number of settlement rows that were new. Raises ``SettlementConflict`` (and writes
     nothing) if any row is already stored with another amount.
     """
@@ -89,6 +110,12 @@ def record_settlements(engine: Engine, frame: pd.DataFrame, energy: pd.DataFrame
         inserted = _insert_once(conn, settlements, ["unit_id", "interval_start", "stream"], ["amount_minor", "site_id"], rows, "settlement")
         if meter is not None:
             _insert_once(conn, metered_energy, ["unit_id", "interval_start"], ["discharged_wh", "charged_wh"], meter, "metered energy")
+        if sites is not None and len(sites):
+            rows_s = sites[["site_id", "interval_start", *SITE_ENERGY_VALUES]].copy()
+            rows_s["interval_start"] = _utc(rows_s["interval_start"])
+            for col in SITE_ENERGY_VALUES[:-2]:
+                rows_s[col] = _integers(rows_s[col], col)
+            _insert_once(conn, site_energy, ["site_id", "interval_start"], SITE_ENERGY_VALUES, rows_s, "site energy")
     return inserted
 
 
@@ -179,6 +206,18 @@ def read_settlements(engine: Engine, start: pd.Timestamp | None = None, end: pd.
         out = pd.DataFrame(conn.execute(query).all(), columns=SETTLEMENT_COLUMNS)
     out["interval_start"] = _from_db(out["interval_start"])
     return out.astype({"amount_minor": "int64"})
+
+
+def site_energy_rows(engine: Engine, start: pd.Timestamp, end: pd.Timestamp, site_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Stored metered-site rows (``site_id``, ``interval_start`` UTC, ``SITE_ENERGY_VALUES``) of intervals in [start, end)."""
+    c = site_energy.c
+    query = sa.select(c.site_id, c.interval_start, *(c[v] for v in SITE_ENERGY_VALUES)).where(c.interval_start >= _db_time(start), c.interval_start < _db_time(end)).order_by(c.site_id, c.interval_start)
+    if site_ids is not None:
+        query = query.where(c.site_id.in_(list(site_ids)))
+    with engine.connect() as conn:
+        out = pd.DataFrame(conn.execute(query).all(), columns=["site_id", "interval_start", *SITE_ENERGY_VALUES])
+    out["interval_start"] = _from_db(out["interval_start"])
+    return out.astype({v: "int64" for v in SITE_ENERGY_VALUES[:-2]})
 
 
 def read_statement(engine: Engine, month: str) -> pd.DataFrame:

@@ -1,8 +1,9 @@
 """Gathering a statement's inputs from the ledger and the config (I/O), then ``build_statement`` (pure).
 
 The month's totals and dispatched energy are read with the functions `vpp ledger report` uses
-(``settled_totals``, ``dispatched_kwh``), so the split is the report's. The no-battery bill is priced on
-each retail site's load − PV over the intervals its units have settled rows for; where that series
+(``settled_totals``, ``dispatched_kwh``), so the split is the report's. The no-battery bill of a metered
+retail site is the ledger's own (``site_energy``: its grid meter plus its batteries' energy, decision 23);
+that of an unmetered one is priced on its load − PV over the intervals its units have settled rows for; where that series
 does not cover the month (or the site has no tariff), the statement says the bill is not available
 rather than guessing.
 """
@@ -21,7 +22,8 @@ from vpp.ledger.contracts import Contract
 from vpp.ledger.money import currency_exponent
 from vpp.ledger.report import month_bounds
 from vpp.ledger.statement import Statement, build_statement
-from vpp.ledger.store import dispatched_kwh, metered_rows, settled_intervals, settled_starts, settled_totals
+from vpp.ledger.store import dispatched_kwh, metered_rows, settled_intervals, settled_starts, settled_totals, site_energy_rows
+from vpp.site_billing import month_bill_minor
 from vpp.timeseries import profile_on
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ def load_statement(cfg: VppConfig, engine: Engine, contract: Contract, month: st
         intervals=int(counted.max()) if len(counted) else 0,
         energy=_by_period(metered, units, sites, cfg.interval),
         capacity_kwh=float(sum(u.energy_kwh for u in mine)),
-        bill_without_battery_minor=_bill_without_battery(settled_starts(engine, start, end, contract.units), {u.site_id for u in mine}, sites, cfg),
+        bill_without_battery_minor=_bill_without_battery(engine, start, end, settled_starts(engine, start, end, contract.units), {u.site_id for u in mine}, sites, cfg),
     )
 
 
@@ -62,12 +64,24 @@ def _by_period(metered: pd.DataFrame, units: dict, sites: dict, interval: pd.Tim
     return pd.DataFrame({"period": period, "charged_kwh": metered["charged_kwh"], "discharged_kwh": metered["discharged_kwh"]})
 
 
-def _bill_without_battery(times: pd.DatetimeIndex, site_ids: set[str], sites: dict, cfg: VppConfig) -> int | None:
-    """The retail sites' bill on load − PV alone over the settled intervals (energy at the TOU price, less
-    feed-in, plus the demand charge on the peak import), rounded once to minor units."""
+def _bill_without_battery(engine: Engine, start: pd.Timestamp, end: pd.Timestamp, times: pd.DatetimeIndex, site_ids: set[str], sites: dict, cfg: VppConfig) -> int | None:
+    """The retail sites' bill without the battery over the settled intervals (energy at the TOU price, less
+    feed-in, plus the demand charge on the peak import): a metered site's from its ``site_energy`` rows,
+    exact; the others' on load − PV alone, rounded once to minor units."""
     retail = [sites[s] for s in sorted(site_ids) if s in sites and sites[s].market == "retail" and sites[s].tariff is not None]
     if not retail or times.empty:
         return None
+    metered_minor = 0
+    billed = site_energy_rows(engine, start, end, [s.id for s in retail if s.id in cfg.meters]) if any(s.id in cfg.meters for s in retail) else None
+    for site in [s for s in retail if billed is not None and (billed["site_id"] == s.id).any()]:
+        rows = billed[billed["site_id"] == site.id].set_index("interval_start")
+        month = pd.date_range(start, rows.index.max(), freq=cfg.interval)
+        imports = rows["baseline_import_wh"].reindex(month, fill_value=0).astype(int).tolist()
+        window = pd.Timedelta(minutes=cfg.meters[site.id].demand_window_min)
+        metered_minor += month_bill_minor(rows["baseline_bill_minor"].tolist(), imports, cfg.interval, window, site.tariff.demand_charge_per_kw_month, site.demand_peak_so_far_kw, currency_exponent(cfg.currency))
+        retail.remove(site)
+    if not retail:
+        return metered_minor
     grid = pd.date_range(times[0], times[-1], freq=cfg.interval)
     take = grid.isin(times)
     dt_h = cfg.interval.total_seconds() / 3600.0
@@ -82,7 +96,7 @@ def _bill_without_battery(times: pd.DatetimeIndex, site_ids: set[str], sites: di
     except (InputError, ValueError) as err:
         log.warning("no-battery bill not available for sites %s: %s", ",".join(s.id for s in retail), err)
         return None
-    return int(np.rint(total * 10 ** currency_exponent(cfg.currency)))
+    return metered_minor + int(np.rint(total * 10 ** currency_exponent(cfg.currency)))
 
 
 def statement_profile(cfg: VppConfig, engine: Engine, contract: Contract, month: str) -> tuple[pd.DataFrame, pd.DataFrame]:
