@@ -5,7 +5,7 @@ another site's credentials get nothing; an unauthenticated or wrongly authentica
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+import itertools
 
 import aiomqtt
 import pytest
@@ -16,19 +16,21 @@ from vpp.plant.messages import site_topic
 
 pytestmark = pytest.mark.asyncio
 
+_ids = itertools.count()
 USERS = {"central": "central-secret-0123", "north": "north-secret-0123", "south": "south-secret-0123"}
 
 
-@pytest.fixture
-def broker(tmp_path: Path):
-    b = Mosquitto(tmp_path, users=USERS, tls=True, acl_file=ROOT / "deploy/mosquitto/plant.acl")
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory):
+    """One broker for the module: its certificates take a second to make."""
+    b = Mosquitto(tmp_path_factory.mktemp("plant-broker"), users=USERS, tls=True, acl_file=ROOT / "deploy/mosquitto/plant.acl")
     b.start()
     yield b
     b.stop()
 
 
 def client(broker: Mosquitto, user: str | None, password: str | None = None) -> aiomqtt.Client:
-    return aiomqtt.Client("127.0.0.1", broker.port, username=user, password=password if password is not None else USERS.get(user or ""), identifier=f"t-{user}-{id(broker)}", protocol=aiomqtt.ProtocolVersion.V5, tls_params=aiomqtt.TLSParameters(ca_certs=str(broker.ca_file)), timeout=5)
+    return aiomqtt.Client("127.0.0.1", broker.port, username=user, password=password if password is not None else USERS.get(user or ""), identifier=f"t-{user}-{next(_ids)}", protocol=aiomqtt.ProtocolVersion.V5, tls_params=aiomqtt.TLSParameters(ca_certs=str(broker.ca_file)), timeout=5)
 
 
 async def received(c: aiomqtt.Client, within_s: float) -> list[tuple[str, bytes]]:
