@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from adapters.base import utcnow
@@ -60,11 +61,15 @@ class MqttSession:
         on_message: Callable[[aiomqtt.Message], None],
         status_topic: str | None = None,
         on_link: Callable[[bool], None] | None = None,
+        session_expiry_s: int | None = None,
     ) -> None:
         self.broker = broker
         self.client_id = client_id
         self.subscriptions = tuple(subscriptions)
         self.status_topic = status_topic
+        # a persistent session (MQTT v5, clean start off): the broker keeps our subscriptions and queues
+        # QoS 1 messages for us while we are away, for this long (the plant's central: nothing is lost)
+        self.session_expiry_s = session_expiry_s
         self.stats = SessionStats()
         self.connected = asyncio.Event()
         self._on_message = on_message
@@ -150,6 +155,8 @@ class MqttSession:
             tls_insecure=tls.insecure if tls else None,
             timeout=10.0,
             queue_type=_dispatching_queue(self._on_message),
+            clean_start=False if self.session_expiry_s is not None else 3,  # 3: paho's MQTT_CLEAN_START_FIRST_ONLY, aiomqtt's default
+            properties=_session_properties(self.session_expiry_s) if self.session_expiry_s is not None else None,
         )
         # A tick publishes one setpoint per unit at once: aiomqtt's default (warn past 10 in flight) logged a
         # line per publish, 40 a second with 40 units. Warn only past what no tick sends.
@@ -185,6 +192,12 @@ class MqttSession:
         self._client = None
         self.connected.clear()
         self._backoff.failure(now, error)
+
+
+def _session_properties(expiry_s: int) -> Properties:
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = expiry_s
+    return properties
 
 
 def _dispatching_queue(handler: Callable[[aiomqtt.Message], None]) -> type[asyncio.Queue[aiomqtt.Message]]:

@@ -46,6 +46,8 @@ class Mosquitto:
     port: int = field(default_factory=free_port)
     users: dict[str, str] = field(default_factory=dict)
     tls: bool = False
+    persistence: bool = False  # keep sessions and queued messages across stop/start (a real broker's setting)
+    acl_file: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -54,7 +56,8 @@ class Mosquitto:
         lines = [
             f"listener {self.port} 127.0.0.1",
             f"user {getpass.getuser()}",  # as root, mosquitto would switch to a user that cannot read tmp_path
-            "persistence false",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.workdir}/",
             f"allow_anonymous {'false' if self.users else 'true'}",
         ]
         if self.users:
@@ -63,6 +66,8 @@ class Mosquitto:
             for user, password in self.users.items():
                 subprocess.run(["mosquitto_passwd", "-b", str(passwords), user, password], check=True, capture_output=True)
             lines.append(f"password_file {passwords}")
+        if self.acl_file is not None:
+            lines.append(f"acl_file {self.acl_file}")
         if self.tls:
             self._make_certificates()
             lines += [f"cafile {self.ca_file}", f"certfile {self.workdir / 'server.crt'}", f"keyfile {self.workdir / 'server.key'}"]

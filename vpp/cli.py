@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from vpp.cli_central import central_cmd
 from vpp.cli_config import app as config_app
 from vpp.cli_devices import app as devices_app
 from vpp.cli_economics import app as economics_app
@@ -29,6 +30,7 @@ app.command("validate")(validate)
 app.command("optimize")(optimize_cmd)
 app.command("simulate")(simulate_cmd)
 app.command("run")(run_cmd)
+app.command("central")(central_cmd)
 app.command("portal")(portal_cmd)
 app.add_typer(devices_app, name="devices")
 app.add_typer(economics_app, name="economics")

@@ -15,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from vpp.errors import InputError, InputErrors, from_validation_error
 
-KINDS = ("config", "sweep", "economics case", "overrides", "contracts")
+KINDS = ("config", "sweep", "economics case", "overrides", "contracts", "plant")
 
 
 def kind_of(raw: Any) -> str | None:
@@ -33,6 +33,8 @@ def kind_of(raw: Any) -> str | None:
         return "overrides"
     if keys == {"contracts"}:
         return "contracts"
+    if keys == {"plant"}:
+        return "plant"
     return None
 
 
@@ -117,6 +119,13 @@ def _contracts(path: Path, raw: Any, config: Path | None) -> str:
     return f"ok: {path}: contracts: {len(models)}, checked against {config}"
 
 
+def _plant(path: Path, raw: Any, config: Path | None) -> str:
+    from vpp.plant.config import load_plant
+
+    plant = load_plant(path)
+    return f"ok: {path}: plant {plant.central.name!r}: {len(plant.sites)} sites, {len(plant.cfg.units)} units; the gateway configs agree (site ids, unit ids, ratings, currency, timezone, interval)"
+
+
 def _config_naming(path: Path) -> Path | None:
     """The config next to an overrides file whose ``overrides:`` names it."""
     from vpp.config import read_yaml
@@ -134,4 +143,4 @@ def _config_naming(path: Path) -> Path | None:
     return None
 
 
-_CHECKS = {"config": _config, "sweep": _sweep, "economics case": _economics, "overrides": _overrides, "contracts": _contracts}
+_CHECKS = {"config": _config, "sweep": _sweep, "economics case": _economics, "overrides": _overrides, "contracts": _contracts, "plant": _plant}

@@ -238,6 +238,7 @@ def daemon_status(daemon: Daemon) -> dict[str, Any]:
         "interval": result.interval.isoformat() if result is not None and result.interval is not None else None,
         "tick": {"count": daemon.control.ticks, "duration_s": last.duration_s if last else None, "written": last.written if last else 0, "age_s": daemon.control.tick_age_s(), "longest_gap_s": daemon.control.longest_gap_s},
         "health": health(daemon),
+        "central": daemon.plant.status() if daemon.plant is not None else None,  # daemon.central: the plant link
         "schedule": {
             "id": held.id,
             "created_at": held.created_at.isoformat() if held.created_at is not None else None,

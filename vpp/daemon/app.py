@@ -44,6 +44,7 @@ from vpp.daemon.control import ControlLoop, ScheduleInForce
 from vpp.daemon.market_data import MarketDataIntake, Outcome
 from vpp.daemon.metrics import Metrics
 from vpp.daemon.notify import notify, watchdog_period_s
+from vpp.daemon.plant_link import PlantLink
 from vpp.daemon.reoptimize import (
     Reoptimizer,
     committed_bids,
@@ -122,6 +123,7 @@ class Daemon:
             on_overrides=self.overrides_changed,
             on_interval_closed=lambda start: self.store.submit(self.settler.catch_up, self.clock.now()),
             site_loop=self.site_loop,
+            extra_overrides=lambda: self.plant.overrides() if self.plant is not None else (),
         )
         self.stall_watch = StallWatch(self.control.tick_age_s, limit_s=STALL_TICKS * d.tick_s + 1.0)
         started = time.monotonic()
@@ -137,6 +139,8 @@ class Daemon:
         self._scheduler: AsyncIOScheduler | None = None
         self._api: api.Server | None = None
         self._site_base_cache: tuple[pd.Timestamp, np.ndarray] | None = None
+        # daemon.central: one site of a plant; the central's plans rule while valid (vpp.daemon.plant_link)
+        self.plant = PlantLink(self, d.central) if d.central is not None else None
         self._restore()
 
     # ------------------------------------------------------------ life cycle
@@ -186,6 +190,8 @@ class Daemon:
         await self._first_look()
         self._planning = True
         self.request_reoptimization("start")
+        if self.plant is not None:
+            await self.plant.start()
         self.store.submit(self.settler.catch_up, started_at)
         notify("READY=1")
         watchdog_s = watchdog_period_s()
@@ -238,6 +244,8 @@ class Daemon:
         await asyncio.gather(*self._tasks, *([self._reopt_task] if self._reopt_task else []), return_exceptions=True)
         self.reoptimizer.close()
         self.stall_watch.stop()
+        if self.plant is not None:
+            await self.plant.stop()
         if self._devices_started:
             await self.devices.stop()
         await asyncio.to_thread(self.store.close)
@@ -303,7 +311,11 @@ class Daemon:
     # ------------------------------------------------------------ re-optimization
 
     def request_reoptimization(self, trigger: str) -> None:
-        """Solve soon; requests during a solve collapse into one more solve after it (naming all of them)."""
+        """Solve soon; requests during a solve collapse into one more solve after it (naming all of them).
+        A gateway following its central's plan does not solve (``PlantLink.planning_locally``)."""
+        if self.plant is not None and not self.plant.planning_locally():
+            log.info("re-optimization trigger=%s skipped: mode %s (the central plans)", trigger, self.plant.mode)
+            return
         if self._reopt_task is not None and not self._reopt_task.done():
             self._pending = trigger if self._pending is None or trigger in self._pending.split("; ") else f"{self._pending}; {trigger}"
             return
@@ -355,6 +367,9 @@ class Daemon:
         if outcome.schedule is None:
             kept = f"schedule id={self.schedule.id} stays in force" if self.schedule.schedule is not None else "no schedule: units idle at 0 W"
             log.warning("solve %s trigger=%s after %.2f s: %s; %s", outcome.outcome, trigger, outcome.duration_s, outcome.error, kept)
+            return
+        if self.plant is not None and not self.plant.planning_locally():
+            log.info("solve trigger=%s discarded: a central plan came in force meanwhile (mode %s)", trigger, self.plant.mode)
             return
         created = self.clock.wall()
         schedule_id = await asyncio.wrap_future(self.store.submit(partial(self.store.save_schedule, outcome.schedule, created_at=created, market_at=now, trigger=trigger, points_until=start + max(self.reopt_every, self.interval))))

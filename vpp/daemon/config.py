@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from vpp.db import default_database
+from vpp.device_config import MqttBrokerConfig
 from vpp.errors import InputError
 from vpp.web.config import WebModel
 
@@ -67,6 +68,20 @@ class ClockModel(_Strict):
     wall_start: datetime | None = Field(None, description="wall time the mapping is anchored at (default: process start)")
 
 
+class CentralLinkModel(_Strict):
+    """``daemon.central``: this gateway is one site of a plant run by `vpp central` (docs/plant.md).
+    Absent: the gateway plans and runs alone, as it always did."""
+
+    site: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$", description="this gateway's site id at the plant; also its broker user name (the ACL grants it vpp/plant/v1/site/<site>/...)")
+    broker: MqttBrokerConfig = Field(description="the plant broker (often not the device broker of mqtt:)")
+    fallback: Literal["local", "idle"] = Field("local", description="when the cached central plan expires: local = plan with this gateway's own optimizer as standalone; idle = 0 W")
+    telemetry_every_s: float = Field(5.0, gt=0, description="wall seconds between telemetry samples sent up")
+    heartbeat_s: float = Field(2.0, gt=0, description="wall seconds between heartbeats each way; the central is lost after 3 missed")
+    replay_jitter_s: float = Field(1.0, ge=0, description="after reconnecting, wait up to this long (random) before replaying the outbox, so a plant's gateways do not all replay at once")
+    max_plan_age_s: float = Field(600.0, gt=0, description="a plan issued (wall time) longer ago than this is stale and refused")
+    outbox_max_rows: int = Field(1_000_000, ge=100, description="buffered messages kept while the link is down; past this the oldest telemetry is dropped (interval records never)")
+
+
 class FeedModel(_Strict):
     kind: Literal["entsoe", "gridstatus"] = Field(description="entsoe: ENTSO-E day-ahead prices (entsoe-py); gridstatus: a US ISO's prices incl. ancillary services (gridstatus)")
     source: str = Field(min_length=1, description="the data: source whose layout the feed delivers in (its file fixes time grid and units)")
@@ -106,6 +121,9 @@ class DaemonModel(_Strict):
     api: ApiModel = Field(ApiModel(), description="the HTTP API: status, schedule, overrides, metrics")
     clock: ClockModel = Field(ClockModel(), description="the market clock (faster than the wall clock for demos and tests)")
     web: WebModel = Field(WebModel(), description="the operator console and customer portal: users, sessions, language")
+    central: CentralLinkModel | None = Field(None, description="connect this gateway to a plant's central aggregator (`vpp central`); absent: standalone")
+
+
     market_data: MarketDataModel | None = Field(None, description="market data pushed into the running daemon (drop folder, PUT /market-data, MQTT, public feeds); none: prices come from the config's files only")
 
     @field_validator("setpoint_valid_s")

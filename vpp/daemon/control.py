@@ -105,6 +105,7 @@ class ControlLoop:
         on_overrides: Callable[[], None] = lambda: None,
         on_interval_closed: Callable[[pd.Timestamp], None] = lambda start: None,
         site_loop=None,  # vpp.daemon.site_loop.SiteLoop: the metered sites' law, applied before every write
+        extra_overrides: Callable[[], tuple] = lambda: (),  # caps not from the operator (a central plan's site envelope)
     ) -> None:
         self.dfleet, self.state, self.adapters = dfleet, state, adapters
         self.schedule, self.watcher, self.clock = schedule, watcher, clock
@@ -114,6 +115,7 @@ class ControlLoop:
         self.interval, self.downsample, self.site_base = interval, downsample, site_base
         self.on_availability, self.on_overrides, self.on_interval_closed = on_availability, on_overrides, on_interval_closed
         self.site_loop = site_loop
+        self.extra_overrides = extra_overrides
         self.activity = OverrideActivity()
         self.watchdog = Watchdog(min(1.0, watchdog_period_s() or 1.0))
         self.last: TickRecord | None = None
@@ -148,7 +150,7 @@ class ControlLoop:
         overrides = self.watcher.current
         telemetry = self._telemetry(now - wall)
         schedule, schedule_id = self.schedule.schedule, self.schedule.id  # a solve may land while we write
-        result = dispatch(self.dfleet, now.to_pydatetime(), schedule, telemetry, overrides, site_base_kw=self.site_base(now), step_s=self.step_s, settings=self.settings)
+        result = dispatch(self.dfleet, now.to_pydatetime(), schedule, telemetry, (*overrides, *self.extra_overrides()), site_base_kw=self.site_base(now), step_s=self.step_s, settings=self.settings)
         if self.site_loop is not None:  # metered sites: the plan stays the loop's target, the live meter bounds it
             self.site_loop.plan, self.site_loop.schedule = result, schedule
             result = self.site_loop.apply(result, wall, now, self.written_at, self._last_kw)
