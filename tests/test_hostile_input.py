@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiomqtt
-import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
