@@ -22,7 +22,6 @@ import asyncio
 import gc
 import logging
 import math
-import signal
 import time
 from functools import partial
 from typing import Any
@@ -53,6 +52,7 @@ from vpp.daemon.reoptimize import (
     outage_overrides,
     solve,
 )
+from vpp.daemon.service import run_service
 from vpp.daemon.settle import Settler
 from vpp.daemon.site_loop import SiteLoop
 from vpp.daemon.stall import StallWatch
@@ -146,15 +146,7 @@ class Daemon:
     # ------------------------------------------------------------ life cycle
 
     async def run(self, *, install_signals: bool = True) -> None:
-        loop = asyncio.get_running_loop()
-        if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop_event.set)
-        try:
-            await self.start()
-            await self.stop_event.wait()
-        finally:
-            await self.shutdown()
+        await run_service(self, install_signals=install_signals)
 
     async def start(self) -> None:
         d = self.settings

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from typing import Any
 
@@ -31,6 +30,7 @@ from vpp.config import to_utc
 from vpp.daemon import api, orphans
 from vpp.daemon.clock import market_clock
 from vpp.daemon.reoptimize import Reoptimizer, initial_soc, outage_overrides
+from vpp.daemon.service import run_service
 from vpp.daemon.store import Store
 from vpp.db import open_database
 from vpp.errors import AdapterError
@@ -111,15 +111,7 @@ class Central:
     # ------------------------------------------------------------ life cycle
 
     async def run(self, *, install_signals: bool = True) -> None:
-        loop = asyncio.get_running_loop()
-        if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop_event.set)
-        try:
-            await self.start()
-            await self.stop_event.wait()
-        finally:
-            await self.shutdown()
+        await run_service(self, install_signals=install_signals)
 
     async def start(self) -> None:
         c = self.plant.central
