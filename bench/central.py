@@ -270,8 +270,9 @@ def main() -> None:
     print(f"  latency sample -> stored: p50 {out['latency_p50_s']:.3f} s, p99 {out['latency_p99_s']:.3f} s (target p99 <= 1 s)")
     print(f"  central CPU {out['central_cpu_cores']:.2f} cores, RSS {out['central_rss_mb']:.0f} MiB (+ solver worker {out['solver_workers_rss_mb']:.0f} MiB)")
     delivered = f"{out['replan_delivered_s']:.1f} s" if out["replan_delivered_s"] is not None else "not delivered in time"
-    print(f"re-plan of {out['units']} units: start -> last gateway holding plan {out['replan_plan_id']}: {delivered} (solve {out['replan_solve_s']} s; target <= 60 s)")
-    print(f"  load average {out['loadavg']}")
+    solve = f"{out['replan_solve_s']:.1f} s" if out["replan_solve_s"] is not None else "none"
+    print(f"re-plan of {out['units']} units: start -> last gateway holding plan {out['replan_plan_id']}: {delivered} (solve {solve}; target <= 60 s)")
+    print("  load average " + " ".join(f"{x:.2f}" for x in out["loadavg"]))
 
 
 if __name__ == "__main__":
