@@ -155,14 +155,17 @@ async def test_plans_flow_down_reports_flow_up_and_nothing_is_lost_or_counted_tw
 
         # 5. the broker goes away for a while: the gateways buffer, then replay
         #    (and one gateway is killed meanwhile: what its outbox held is replayed by its next run)
+        #    and comes back with the plan it followed, from its own database: the broker is still away
+        plan_before = (await status(ports["north"]))["central"]["plan_id"]
         mosquitto.stop()
         await asyncio.sleep(2.0)
         gateways["north"].send_signal(signal.SIGKILL)
         gateways["north"].wait(5)
         killed_at = pd.Timestamp.now(tz="UTC")
-        await asyncio.sleep(2.0)
-        mosquitto.start()
         gateways["north"] = start(["run", "-c", str(gateway_files["north"])], tmp_path / "north.log")
+        await until(lambda: _mode_is(ports["north"], "cached"), 20, "the restarted north on its cached plan without a broker")
+        assert (await status(ports["north"]))["central"]["plan_id"] == plan_before
+        mosquitto.start()
         await until(lambda: _outboxes_empty(ports), 40, "every outbox replayed")
         await until(lambda: _all(modes(), "central"), 30, "central plans after the broker came back")
         await asyncio.sleep(1.0)
@@ -239,6 +242,11 @@ async def _ingested(port: int) -> bool:
 async def _source_is(port: int, source: str) -> bool:
     st = await status(port)
     return st is not None and st["schedule"]["source"] == source
+
+
+async def _mode_is(port: int, mode: str) -> bool:
+    st = await status(port)
+    return st is not None and st["central"]["mode"] == mode
 
 
 async def _rejections(port: int, n: int) -> bool:

@@ -40,6 +40,12 @@ plant_state = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.String(256), nullable=False),
 )
+plant_plan = sa.Table(  # the last central plan this gateway accepted, as it arrived (followed again after a restart)
+    "plant_plan",
+    METADATA,
+    sa.Column("site_id", sa.String(128), primary_key=True),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+)
 
 
 def enqueue(store: Store, kind: str, topic: str, payload: bytes, at: pd.Timestamp) -> None:
@@ -73,6 +79,18 @@ def trim(store: Store, max_rows: int) -> int:
         conn.execute(outbox.delete().where(outbox.c.id.in_(ids)))
     log.warning("outbox over %d rows: dropped the %d oldest telemetry samples", max_rows, len(ids))
     return len(ids)
+
+
+def save_plan(store: Store, site: str, payload: bytes) -> None:
+    with store.engine.begin() as conn:
+        if conn.execute(plant_plan.update().where(plant_plan.c.site_id == site).values(payload=payload)).rowcount == 0:
+            conn.execute(plant_plan.insert().values(site_id=site, payload=payload))
+
+
+def last_plan(store: Store, site: str) -> bytes | None:
+    with store.engine.connect() as conn:
+        payload = conn.execute(sa.select(plant_plan.c.payload).where(plant_plan.c.site_id == site)).scalar()
+    return bytes(payload) if payload is not None else None
 
 
 def get_state(store: Store, key: str) -> str | None:

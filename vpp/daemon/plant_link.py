@@ -8,7 +8,9 @@ the other end is alive.
 Down: the retained plan of this site. A plan is checked whole (``vpp.plant.messages.parse``, then
 ``vpp.plant.plans.refusal``); a refused one is logged in one line and the plan in force stays. The
 newest good plan becomes the schedule in force, saved like a solved one (so settlement reads its
-reserves) and dispatched through the same clamps; its envelope becomes fleet caps.
+reserves) and dispatched through the same clamps; its envelope becomes fleet caps. The last accepted
+plan is also kept as it arrived (``plant_plan``) and offered again at start-up, so a gateway restarted
+while the broker is away follows it until it expires instead of falling back at once.
 
 Mode (``/status`` ``central.mode``, metric ``vpp_central_mode``): ``central`` (a valid plan, the central
 heard from), ``cached`` (a valid plan, the central silent: it is followed until ``valid_until``),
@@ -86,6 +88,11 @@ class PlantLink:
         if self.mode == "idle":  # no plan yet: nothing restored from a standalone run may drive the units
             held = self.d.schedule
             held.schedule, held.id, held.trigger, held.source = None, None, "waiting for a central plan", "idle"
+        # the plan in force before a restart is followed again while it is valid (checked like any arrival),
+        # so a gateway restarted while the broker is away keeps its cached plan instead of falling back
+        restored = await self._db(outbox.last_plan, self.site)
+        if restored is not None:
+            self._on_plan(restored, "restored")
         self.session.start()
         for name, job in (("plant-telemetry", self._telemetry_loop), ("plant-drain", self._drain_loop), ("plant-beat", self._beat_loop), ("plant-mode", self._mode_loop)):
             self._tasks.append(asyncio.create_task(job(), name=name))
@@ -138,9 +145,9 @@ class PlantLink:
             return
         if not message.retain:  # a plan published just now (not the broker's retained copy): the central is alive
             self._central_heard = time.monotonic()
-        self._on_plan(payload)
+        self._on_plan(payload, "retained" if message.retain else "published")
 
-    def _on_plan(self, payload: bytes) -> None:
+    def _on_plan(self, payload: bytes, origin: str) -> None:
         digest = hashlib.sha256(payload).digest()
         if digest == self._plan_digest:  # the retained plan again, after a reconnect: nothing new
             return
@@ -155,24 +162,25 @@ class PlantLink:
             self._rejected.inc()
             self.last_rejection = reason
             kept = f"plan {self.plan.plan_id} stays in force" if self.plan is not None else f"mode {self.mode} stays"
-            log.warning("central plan rejected site=%s plan_id=%s reason=%s; %s", self.site, getattr(plan, "plan_id", "?"), reason, kept)
+            log.warning("central plan rejected site=%s plan_id=%s origin=%s reason=%s; %s", self.site, getattr(plan, "plan_id", "?"), origin, reason, kept)
             return
         assert plan is not None
         self.plan_id, self._plan_digest = plan.plan_id, digest
-        asyncio.get_running_loop().create_task(self._install(plan))
+        asyncio.get_running_loop().create_task(self._install(plan, payload, origin))
 
-    async def _install(self, plan: SitePlan) -> None:
+    async def _install(self, plan: SitePlan, payload: bytes, origin: str) -> None:
         schedule = schedule_of(plan, self.site)
         wall = self.d.clock.wall()
         store = self.d.store
         schedule_id = await asyncio.wrap_future(store.submit(partial(store.save_schedule, schedule, created_at=wall, market_at=self.d.clock.to_sim(wall), trigger=f"central plan {plan.plan_id}", points_until=schedule.index[0] + self.d.reopt_every)))
         await self._db(outbox.set_state, "plan_id", str(plan.plan_id))
+        await self._db(outbox.save_plan, self.site, payload)
         if self.plan is not None and plan.plan_id < self.plan.plan_id:
             return
         held = self.d.schedule
         held.schedule, held.id, held.created_at, held.trigger, held.source = schedule, schedule_id, wall, f"central plan {plan.plan_id}", "central"
         self.plan, self._overrides = plan, envelope_overrides(plan)
-        log.info("central plan in force site=%s plan_id=%d schedule id=%d valid_until=%s", self.site, plan.plan_id, schedule_id, pd.Timestamp(plan.valid_until).isoformat())
+        log.info("central plan in force site=%s plan_id=%d origin=%s schedule id=%d valid_until=%s", self.site, plan.plan_id, origin, schedule_id, pd.Timestamp(plan.valid_until).isoformat())
         self._update_mode()
 
     def _update_mode(self) -> None:
