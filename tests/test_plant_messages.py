@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
@@ -131,10 +132,12 @@ def test_the_central_ingests_a_replay_once_on_either_database(tmp_path: Path, ki
     from vpp.db import open_database
     from vpp.ledger.store import settled_totals
     from vpp.plant import ingest
-    from vpp.plant.messages import IntervalRecord, MeteredRow, SettledRow, UnitTelemetry
+    from vpp.plant.messages import IntervalRecord, MeteredRow, MeterTelemetry, SettledRow, UnitTelemetry
 
     record = IntervalRecord(site="a", interval_start=T0.to_pydatetime(), currency="USD", rows=(SettledRow(unit_id="u0", stream="energy", amount_minor=1234), SettledRow(unit_id="u1", stream="energy", amount_minor=-5)), energy=(MeteredRow(unit_id="u0", discharged_wh=1500, charged_wh=0),))
-    sample = Telemetry(site="a", sampled_at=pd.Timestamp.now(tz="UTC").to_pydatetime(), market_at=T0.to_pydatetime(), mode="central", units=(UnitTelemetry(id="u0", soc=0.5), UnitTelemetry(id="u1", soc=0.4)))
+    meter = MeterTelemetry(ok=True, power_kw=-312.5, import_kwh=10452.125, export_kwh=0.0)
+    sample = Telemetry(site="a", sampled_at=pd.Timestamp.now(tz="UTC").to_pydatetime(), market_at=T0.to_pydatetime(), mode="central", units=(UnitTelemetry(id="u0", soc=0.5), UnitTelemetry(id="u1", soc=0.4)), meter=meter)
+    assert parse(encode(sample), Telemetry) == sample  # the site meter travels with the units
     with empty_database(kind, tmp_path, "plant") as url:
         engine = open_database(url)
         try:
@@ -148,6 +151,9 @@ def test_the_central_ingests_a_replay_once_on_either_database(tmp_path: Path, ki
             with pytest.raises(ValueError, match="no such site"):
                 ingest.ingest_interval(engine, record, ["u0"], now)  # a site reporting another's unit
             assert ingest.counts(engine) == {"a": {"telemetry": 1, "intervals": 1}}
+            with engine.connect() as conn:  # the meter's reading and counters, stored once
+                stored = conn.execute(sa.select(ingest.plant_meter.c.site_id, ingest.plant_meter.c.ok, ingest.plant_meter.c.power_kw, ingest.plant_meter.c.import_kwh)).all()
+            assert [tuple(r) for r in stored] == [("a", True, -312.5, 10452.125)]
         finally:
             engine.dispose()
 

@@ -38,7 +38,7 @@ from vpp.daemon import outbox
 from vpp.daemon.config import CentralLinkModel
 from vpp.errors import AdapterError
 from vpp.overrides import Override
-from vpp.plant.messages import Heartbeat, Rejected, SitePlan, Telemetry, UnitTelemetry, central_topic, encode, parse, site_topic
+from vpp.plant.messages import Heartbeat, MeterTelemetry, Rejected, SitePlan, Telemetry, UnitTelemetry, central_topic, encode, parse, site_topic
 from vpp.plant.plans import envelope_overrides, refusal, schedule_of
 
 if TYPE_CHECKING:
@@ -251,7 +251,15 @@ class PlantLink:
                     reason=(result.reasons[i] if result is not None else "no tick yet")[:256],
                 )
             )
-        return Telemetry(site=self.site, sampled_at=wall.to_pydatetime(), market_at=self.d.clock.to_sim(wall).to_pydatetime(), mode=self.mode, units=tuple(units))
+        return Telemetry(site=self.site, sampled_at=wall.to_pydatetime(), market_at=self.d.clock.to_sim(wall).to_pydatetime(), mode=self.mode, units=tuple(units), meter=self._meter(wall))
+
+    def _meter(self, wall: pd.Timestamp) -> MeterTelemetry | None:
+        loop = self.d.site_loop
+        seen = loop.status(wall.to_pydatetime()).get(self.site) if loop is not None else None
+        if seen is None:
+            return None
+        finite = lambda x: x if x is not None and np.isfinite(x) else None  # noqa: E731
+        return MeterTelemetry(ok=bool(seen["ok"]), alarm=(seen["alarm"] or "")[:256], power_kw=finite(seen["power_kw"]), import_kwh=finite(seen["import_kwh"]), export_kwh=finite(seen["export_kwh"]))
 
     async def _drain_loop(self) -> None:
         """Publish the outbox oldest first; a row leaves it only when the broker acknowledged it."""

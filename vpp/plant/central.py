@@ -63,6 +63,7 @@ class SiteView:
         self.last_sample: pd.Timestamp | None = None
         self.plan_id: int | None = None
         self.plan_delivered_at: float | None = None
+        self.meter: dict[str, Any] | None = None  # the site's grid meter in its newest sample
 
     def json(self, now: float) -> dict[str, Any]:
         return {
@@ -74,6 +75,7 @@ class SiteView:
             "last_sample": self.last_sample.isoformat() if self.last_sample is not None else None,
             "units": self.unit_ids,
             "soc": self.soc,
+            "meter": self.meter,
         }
 
 
@@ -173,6 +175,7 @@ class Central:
             if site.last_sample is None or pd.Timestamp(msg.sampled_at) >= site.last_sample:
                 site.last_sample, site.mode = pd.Timestamp(msg.sampled_at), msg.mode
                 site.soc = {u.id: u.soc for u in msg.units}
+                site.meter = msg.meter.model_dump() if msg.meter is not None else None
             self._batch.append(msg)
             if len(self._batch) == 1:  # the first of a batch: store it all soon, in one transaction
                 asyncio.get_running_loop().call_later(BATCH_S, self._flush)

@@ -41,6 +41,19 @@ plant_telemetry = sa.Table(
     sa.PrimaryKeyConstraint("site_id", "unit_id", "sampled_at", name="plant_telemetry_key"),
 )
 
+plant_meter = sa.Table(  # the sites' grid meters as their gateways reported them
+    "plant_meter",
+    METADATA,
+    sa.Column("site_id", _ID, nullable=False),
+    sa.Column("sampled_at", TS, nullable=False),  # gateway wall time
+    sa.Column("received_at", TS, nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("power_kw", sa.Float),
+    sa.Column("import_kwh", sa.Float),
+    sa.Column("export_kwh", sa.Float),
+    sa.PrimaryKeyConstraint("site_id", "sampled_at", name="plant_meter_key"),
+)
+
 plant_intervals = sa.Table(
     "plant_intervals",
     METADATA,
@@ -93,7 +106,14 @@ def ingest_telemetry(engine: Engine, messages: Sequence[Telemetry], received_at:
         for m in messages
         for u in m.units
     ]
+    meters = [
+        {"site_id": m.site, "sampled_at": m.sampled_at.astimezone(UTC), "received_at": received_at.to_pydatetime(), "ok": m.meter.ok, "power_kw": m.meter.power_kw, "import_kwh": m.meter.import_kwh, "export_kwh": m.meter.export_kwh}
+        for m in messages
+        if m.meter is not None
+    ]
     with engine.begin() as conn:
+        if meters:
+            _insert_new(conn, plant_meter, ["site_id", "sampled_at"], meters)
         return _insert_new(conn, plant_telemetry, ["site_id", "unit_id", "sampled_at"], records)
 
 

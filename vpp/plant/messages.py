@@ -31,6 +31,7 @@ MAX_KW = 1.0e7
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Kw = Annotated[float, Field(ge=-MAX_KW, le=MAX_KW)]
 KwPos = Annotated[float, Field(ge=0, le=MAX_KW)]
+Kwh = Annotated[float, Field(ge=0, le=1e12)]  # an energy counter
 
 
 def site_topic(site: str, leaf: str) -> str:
@@ -69,6 +70,17 @@ class UnitTelemetry(_Msg):
     reason: str = Field("", max_length=256)
 
 
+class MeterTelemetry(_Msg):
+    """The site's grid meter as the gateway's site loop last judged it (sites with ``sites[].meter``)."""
+
+    v: Literal[1] = Field(VERSION, exclude=True)
+    ok: bool  # fresh and plausible: the site loop trusts it
+    alarm: str = Field("", max_length=256)
+    power_kw: Kw | None = None  # + export at the connection
+    import_kwh: Kwh | None = None  # the meter's counters: what the customer is billed on
+    export_kwh: Kwh | None = None
+
+
 class Telemetry(_Msg):
     """One sample of a site: what the central plans from. A replayed sample is recognised by
     (site, sampled_at): the gateway stamps each sample once, when it is taken."""
@@ -79,6 +91,7 @@ class Telemetry(_Msg):
     market_at: When
     mode: str = Field(max_length=32)
     units: tuple[UnitTelemetry, ...] = Field(max_length=MAX_UNITS)
+    meter: MeterTelemetry | None = None
 
 
 class SettledRow(_Msg):
